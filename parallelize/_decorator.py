@@ -1,0 +1,321 @@
+"""The `@parallel` decorator and the parallel function it makes.
+
+The decorator only knows settings, the shared runner and the backend protocol: it
+picks an executor by name and never touches a pool. wrapt keeps the function's
+name, docstring, signature and method binding; the proxy adds `.iter`, `.options`,
+`.func`, `.aio` and `.close`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
+
+import wrapt
+
+from . import _context
+from ._run import run
+from ._settings import Settings, backend_name
+from .backends import Executor, Job, create_executor
+
+__all__ = ["ParallelFunction", "is_parallel_function", "parallel"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _check_items(items: object, name: str) -> int | None:
+    """Refuse input that is not a collection of items; return its length if known."""
+    if isinstance(items, (str, bytes, bytearray)) or not isinstance(items, Iterable):
+        kind = type(items).__name__
+        raise TypeError(
+            f"{name}() takes an iterable of items (a list, tuple, range, generator...), "
+            f"got a {kind}: {items!r:.60}. Pass a list of items, e.g. {name}([x]), "
+            f"or call {name}.func(x) to run the function on one item."
+        )
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class _Calls(Generic[T, P, R]):
+    """The parallel-function API, shared by the plain and the method-bound wrapper."""
+
+    __wrapped__: Callable[..., Any]
+
+    def _parallel_parent(self) -> ParallelFunction[T, P, R]:
+        raise NotImplementedError
+
+    def _item_function(self) -> Callable[..., Any]:
+        return self.__wrapped__
+
+    @property
+    def func(self) -> Callable[Concatenate[T, P], R]:
+        """The undecorated single-item function."""
+        return self._item_function()
+
+    def __call__(self, items: Iterable[T], /, *args: P.args, **kwargs: P.kwargs) -> list[R]:
+        """Run the function on every item; return the results as a list."""
+        results: list[R] = []
+        runs = self._runs(items, args, kwargs, bounded=False)
+        try:
+            for values in runs:
+                results.extend(values)
+        finally:
+            runs.close()
+        return results
+
+    def iter(self, items: Iterable[T], /, *args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        """Yield results as they are ready, drawing items only as workers free up."""
+        runs = self._runs(items, args, kwargs, bounded=True)
+        return _flatten(runs)
+
+    async def aio(self, items: Iterable[T], /, *args: P.args, **kwargs: P.kwargs) -> list[R]:
+        """The same list as calling the function, without blocking the event loop."""
+        import asyncio  # only here: it costs every worker process ~50 ms to import
+
+        call = functools.partial(self.__call__, items, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+    def options(self, **settings: Any) -> ParallelFunction[T, P, R]:
+        """A new parallel function with some settings replaced; this one is unchanged."""
+        parent = self._parallel_parent()
+        return ParallelFunction(parent.__wrapped__, parent._self_settings.replace(**settings))
+
+    def close(self) -> None:
+        """End the workers kept alive by `keep_alive=True` (a no-op otherwise)."""
+        self._parallel_parent()._release_kept()
+
+    def _runs(
+        self, items: Iterable[T], args: tuple[Any, ...], kwargs: dict[str, Any], *, bounded: bool
+    ) -> Generator[list[Any], None, None]:
+        parent = self._parallel_parent()
+        func = self._item_function()
+        name = getattr(func, "__name__", "function")
+        total = _check_items(items, name)
+        settings = parent._self_settings
+        backend = backend_name(settings)
+        if _context.inside_worker():
+            backend = "serial"
+        job = Job(func, args, kwargs, settings.star, settings.timeout)
+        return parent._run_call(backend, job, items, total, name, bounded)
+
+
+def _flatten(runs: Generator[list[Any], None, None]) -> Iterator[Any]:
+    try:
+        for values in runs:
+            yield from values
+    finally:
+        runs.close()
+
+
+class BoundParallelFunction(_Calls[T, P, R], wrapt.BoundFunctionWrapper[..., Any]):
+    """A parallel function reached through an instance or a class (a method)."""
+
+    def _parallel_parent(self) -> ParallelFunction[T, P, R]:
+        parent: ParallelFunction[T, P, R] = self._self_parent
+        return parent
+
+
+class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
+    """A function of one item turned into a function of many items.
+
+    >>> @parallel(backend="serial")
+    ... def square(x):
+    ...     return x * x
+    >>> square([1, 2, 3])
+    [1, 4, 9]
+    """
+
+    __bound_function_wrapper__ = BoundParallelFunction
+
+    def __init__(self, func: Callable[Concatenate[T, P], R], settings: Settings) -> None:
+        super().__init__(func, _unused_wrapper)
+        self._self_settings = settings
+        self._self_kept: tuple[str, Executor] | None = None
+        self._self_kept_lock = threading.Lock()
+
+    def _parallel_parent(self) -> ParallelFunction[T, P, R]:
+        return self
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        module = getattr(self.__wrapped__, "__module__", None)
+        qualname = getattr(self.__wrapped__, "__qualname__", "")
+        if module and "<" not in qualname:
+            return (_load_parallel_function, (module, qualname))
+        return (ParallelFunction, (self.__wrapped__, self._self_settings))
+
+    def _run_call(
+        self,
+        backend: str,
+        job: Job,
+        items: Iterable[Any],
+        total: int | None,
+        name: str,
+        bounded: bool,
+    ) -> Generator[list[Any], None, None]:
+        settings = self._self_settings
+        kept = settings.keep_alive and self._self_kept_lock.acquire(blocking=False)
+        executor = self._kept_executor(backend) if kept else create_executor(backend, settings)
+        try:
+            yield from run(executor, job, items, total, settings, name, bounded=bounded)
+        finally:
+            if kept:
+                self._self_kept_lock.release()
+            else:
+                executor.shutdown()
+
+    def _kept_executor(self, backend: str) -> Executor:
+        if self._self_kept is not None and self._self_kept[0] != backend:
+            self._release_kept()
+        if self._self_kept is None:
+            self._self_kept = (backend, create_executor(backend, self._self_settings))
+            _KEPT.add(self)
+        return self._self_kept[1]
+
+    def _release_kept(self) -> None:
+        kept, self._self_kept = self._self_kept, None
+        _KEPT.discard(self)
+        if kept is not None:
+            kept[1].shutdown()
+
+
+def _unused_wrapper(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """wrapt requires a wrapper; `_Calls.__call__` replaces the call path entirely."""
+    return wrapped(*args, **kwargs)
+
+
+def _load_parallel_function(module: str, qualname: str) -> Any:
+    import importlib
+
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_KEPT: set[ParallelFunction[Any, Any, Any]] = set()
+
+
+def _close_kept() -> None:
+    """At interpreter exit, end every pool kept alive by `keep_alive=True`."""
+    for function in list(_KEPT):
+        function._release_kept()
+
+
+def is_parallel_function(obj: object) -> bool:
+    return isinstance(obj, (ParallelFunction, BoundParallelFunction))
+
+
+@overload
+def parallel(func: Callable[Concatenate[T, P], R], /) -> ParallelFunction[T, P, R]: ...
+
+
+@overload
+def parallel(
+    *,
+    workers: int | None = None,
+    ordered: bool = True,
+    backend: Any = "process",
+    progress: Any = False,
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    retries: int = 0,
+    errors: str = "raise",
+    star: Literal[True],
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+    max_tasks_per_worker: int | None = None,
+    start_method: str | None = None,
+    keep_alive: bool = False,
+) -> Callable[[Callable[..., R]], ParallelFunction[Any, ..., R]]: ...
+
+
+@overload
+def parallel(
+    *,
+    workers: int | None = None,
+    ordered: bool = True,
+    backend: Any = "process",
+    progress: Any = False,
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    retries: int = 0,
+    errors: str = "raise",
+    star: Literal[False] = False,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+    max_tasks_per_worker: int | None = None,
+    start_method: str | None = None,
+    keep_alive: bool = False,
+) -> Callable[[Callable[Concatenate[T, P], R]], ParallelFunction[T, P, R]]: ...
+
+
+def parallel(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    workers: int | None = None,
+    ordered: bool = True,
+    backend: Any = "process",
+    progress: Any = False,
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    retries: int = 0,
+    errors: str = "raise",
+    star: bool = False,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+    max_tasks_per_worker: int | None = None,
+    start_method: str | None = None,
+    keep_alive: bool = False,
+) -> Any:
+    """Turn a function of one item into a function of an iterable of items.
+
+    Works bare (`@parallel`) and with settings (`@parallel(workers=4)`); every
+    setting is checked here, so a bad one fails where it is written.
+
+    >>> @parallel(backend="thread", workers=2)
+    ... def double(x):
+    ...     return 2 * x
+    >>> double(range(4))
+    [0, 2, 4, 6]
+    """
+    settings = Settings(
+        workers=workers,
+        ordered=ordered,
+        backend=backend,
+        progress=progress,
+        chunksize=chunksize,
+        timeout=timeout,
+        retries=retries,
+        errors=errors,  # type: ignore[arg-type]
+        star=star,
+        initializer=initializer,
+        initargs=initargs,
+        max_tasks_per_worker=max_tasks_per_worker,
+        start_method=start_method,
+        keep_alive=keep_alive,
+    )
+
+    def decorate(function: Callable[..., Any]) -> ParallelFunction[Any, Any, Any]:
+        if not callable(function) and not isinstance(function, (classmethod, staticmethod)):
+            raise TypeError(f"@parallel decorates a function, got {function!r}")
+        if inspect.iscoroutinefunction(function):
+            raise TypeError("@parallel does not support async def functions yet")
+        return ParallelFunction(function, settings)
+
+    if func is None:
+        return decorate
+    return decorate(func)
+
+
+atexit.register(_close_kept)

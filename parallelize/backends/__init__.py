@@ -1,0 +1,111 @@
+"""The one small protocol every backend implements, and the lookup by name.
+
+A backend is an `Executor`: the shared runner (`parallelize._run`) hands it chunks
+of consecutive items with `submit`, and pumps it with `collect`, which blocks until
+some outcomes are ready. An outcome is either a run of consecutive results
+`(start_index, [values])` or a `Failed` item. Ordering, `errors=`, retries, progress
+and error notes live in the runner, written once; a backend only runs items and
+reports what happened to each of them, exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol, TypeAlias
+
+from .._settings import Settings
+
+__all__ = ["Executor", "Failed", "Job", "Outcome", "create_executor", "make_item_call"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What every item of one call runs: `func(item, *args, **kwargs)`."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    star: bool
+    timeout: float | None
+
+
+class Failed:
+    """One item that failed, with the exception to report in its place."""
+
+    __slots__ = ("error", "index", "item")
+
+    def __init__(self, index: int, item: Any, error: BaseException) -> None:
+        self.index = index
+        self.item = item
+        self.error = error
+
+
+Outcome: TypeAlias = "tuple[int, list[Any]] | Failed"
+
+
+class Executor(Protocol):
+    """Runs the chunks of one call at a time; its workers may outlive the call."""
+
+    workers: int
+
+    def start(self, job: Job, total: int | None) -> None:
+        """Get ready to run `job` over `total` items (None: unknown); start workers."""
+
+    def chunk_size(self) -> int:
+        """How many items the next submitted chunk should hold."""
+
+    def has_room(self) -> bool:
+        """Whether another chunk may be submitted now (bounds the read-ahead)."""
+
+    def submit(self, start: int, items: list[Any]) -> None:
+        """Queue `items`, whose first item has index `start` in the input."""
+
+    def pending(self) -> bool:
+        """Whether any submitted item has not been reported yet."""
+
+    def collect(self) -> list[Outcome]:
+        """Block until at least one outcome is ready and return all ready ones."""
+
+    def finish(self, *, cancel: bool) -> None:
+        """End the call; `cancel=True` drops unreported work and stops what runs it."""
+
+    def shutdown(self) -> None:
+        """End every worker. The executor may be started again afterwards."""
+
+
+def make_item_call(job: Job) -> Callable[[Any], Any]:
+    """The one-argument callable that runs one item of `job`, as cheap as possible."""
+    func, args, kwargs = job.func, job.args, job.kwargs
+    if job.star:
+        return lambda item: func(*item, *args, **kwargs)
+    if args or kwargs:
+        return lambda item: func(item, *args, **kwargs)
+    return func
+
+
+_MODULES = {
+    "process": "parallelize.backends.process",
+    "thread": "parallelize.backends.thread",
+    "serial": "parallelize.backends.serial",
+}
+_EXTRAS = {"dask": "distributed", "ray": "ray"}
+
+
+def create_executor(name: str, settings: Settings) -> Executor:
+    """A new executor for backend `name`, importing its module only now."""
+    if name in _EXTRAS:
+        try:
+            importlib.import_module(_EXTRAS[name])
+        except ImportError as exc:
+            raise ImportError(
+                f'backend={name!r} needs an optional dependency: pip install "parallelize[{name}]"'
+            ) from exc
+        raise ImportError(
+            f"backend={name!r} is not available in this version of parallelize; "
+            "use 'process', 'thread' or 'serial'"
+        )
+    module = importlib.import_module(_MODULES[name])
+    executor: Executor = module.create(settings)
+    return executor

@@ -1,0 +1,48 @@
+"""Running the items of one chunk: the loop every backend's workers share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["ItemError", "run_items"]
+
+# What counts as the item failing. `SystemExit` too: `sys.exit()` inside one item
+# must fail that item, not end a worker. KeyboardInterrupt is left to propagate.
+ItemError = (Exception, SystemExit)
+
+Report = Callable[[int, list[Any], "BaseException | None"], None]
+
+
+def run_items(
+    call: Callable[[Any], Any],
+    items: list[Any],
+    report: Report,
+    track: Callable[[int], None] | None = None,
+) -> None:
+    """Run `call` on each item, reporting runs of results and each failure in order.
+
+    `report(offset, values, error)` gets the results of the items from `offset` on,
+    then `error`, the exception of the item just after them, or None on the last
+    report of the chunk. `track(offset)`, if given, is told which item starts next
+    (it costs time per item, so the fast loop goes without it).
+    """
+    done = 0
+    while True:
+        values: list[Any] = []
+        append = values.append
+        rest = items[done:] if done else items
+        try:
+            if track is None:
+                for item in rest:
+                    append(call(item))
+            else:
+                for offset, item in enumerate(rest, done):
+                    track(offset)
+                    append(call(item))
+        except ItemError as exc:
+            report(done, values, exc)
+            done += len(values) + 1
+            continue
+        report(done, values, None)
+        return

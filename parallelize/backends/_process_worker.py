@@ -1,0 +1,173 @@
+"""The child side of the process backend: the loop each worker process runs.
+
+Kept apart from `process.py` so a worker imports only what it needs. Messages are
+pickled tuples. From the parent: `("job", id, payload)`, `("chunk", seq, items,
+track)` or `None` to stop. To the parent: `("r", seq, offset, values, error,
+elapsed)` for a run of results (`error` is the next item's failure, `elapsed` is
+set on the chunk's last message), `("u", seq, error)` when a chunk could not be
+read, `("j", id, error)` when a job could not be loaded, `("i", error)` when the
+initializer failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import time
+import traceback
+from typing import Any
+
+from .._context import mark_worker_process
+from .._errors import ParallelError, short_repr
+from .._sending import loads
+from ._items import run_items
+
+__all__ = ["worker_main"]
+
+# Slot layout in the shared array, per worker: the chunk being run, the offset of
+# the item being run (-1 between items) and when that item started.
+SLOT_FIELDS = 3
+
+
+def error_payload(exc: BaseException) -> tuple[BaseException, str]:
+    """`exc` and its traceback as text, made safe to unpickle in the parent.
+
+    An exception whose class cannot be rebuilt from its pickle (an `__init__` with
+    extra required arguments is the classic case) would otherwise make the parent
+    fail while reading the message; it is replaced by a `ParallelError` saying so.
+    """
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickle.loads(pickle.dumps(exc, pickle.HIGHEST_PROTOCOL))
+    except Exception as why:
+        exc = ParallelError(
+            f"{type(exc).__qualname__}: {short_repr(str(exc))} was raised, but it cannot be "
+            f"sent back to the parent process ({type(why).__name__}: {why}); "
+            "make the exception class picklable (pass all __init__ arguments to super())"
+        )
+    exc.__traceback__ = None
+    return exc, text
+
+
+def _result_errors(values: list[Any]) -> list[tuple[int, BaseException]]:
+    """Which results cannot be pickled, and why."""
+    bad: list[tuple[int, BaseException]] = []
+    for offset, value in enumerate(values):
+        try:
+            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            bad.append((offset, exc))
+    return bad
+
+
+def worker_main(
+    tasks: Any,
+    results: Any,
+    slots: Any,
+    slot: int,
+    init_payload: bytes | None,
+    close_fds: list[int],
+) -> None:
+    """Run chunks from `tasks` until told to stop or the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for fd in close_fds:  # under fork: the parent's ends of other workers' pipes
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    mark_worker_process()
+    base = slot * SLOT_FIELDS
+
+    def send(message: tuple[Any, ...]) -> None:
+        results.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    if init_payload is not None:
+        try:
+            initializer, initargs = loads(init_payload)
+            initializer(*initargs)
+        except BaseException as exc:
+            send(("i", error_payload(exc)))
+            return
+
+    call: Any = None
+    timed = False
+    while True:
+        try:
+            data = tasks.recv_bytes()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        message = pickle.loads(data)
+        if message is None:
+            return
+        if message[0] == "job":
+            _, job_id, payload = message
+            try:
+                call, timed = loads(payload)
+            except BaseException as exc:
+                call = None
+                send(("j", job_id, error_payload(exc)))
+            continue
+        _, seq, items_data, track = message
+        slots[base + 1] = -1.0
+        slots[base] = seq
+        try:
+            items = loads(items_data)
+        except BaseException as exc:
+            send(("u", seq, error_payload(exc)))
+            continue
+        tracker = _tracker(slots, base, timed) if track else None
+        run_items(call, items, _reporter(send, slots, base, seq), tracker)
+
+
+def unsendable(exc: BaseException, what: str) -> Exception:
+    """A `TypeError` or `PicklingError` saying `what` could not cross the boundary."""
+    kind = exc if isinstance(exc, (TypeError, pickle.PicklingError)) else pickle.PicklingError()
+    return type(kind)(f"{what} cannot be pickled: {type(exc).__name__}: {exc}")
+
+
+def _reporter(send: Any, slots: Any, base: int, seq: int) -> Any:
+    """The `report` callback of one chunk: sends runs of results and failures."""
+    began = time.perf_counter()
+
+    def report(offset: int, values: list[Any], error: BaseException | None) -> None:
+        slots[base + 1] = -1.0  # between items: a death from here on blames no item
+        failure = None if error is None else error_payload(error)
+        elapsed = None if error is not None else time.perf_counter() - began
+        try:
+            send(("r", seq, offset, values, failure, elapsed))
+        except Exception:
+            _report_unsendable(send, seq, offset, values, failure, elapsed)
+
+    return report
+
+
+def _report_unsendable(
+    send: Any, seq: int, offset: int, values: list[Any], failure: Any, elapsed: float | None
+) -> None:
+    """Send the results that pickle; fail those that do not, naming the reason."""
+    start = 0
+    for bad, exc in _result_errors(values):
+        error = unsendable(exc, "the result, to be sent back to the parent process,")
+        send(("r", seq, offset + start, values[start:bad], error_payload(error), None))
+        start = bad + 1
+    send(("r", seq, offset + start, values[start:], failure, elapsed))
+
+
+def _tracker(slots: Any, base: int, timed: bool) -> Any:
+    """Writes the running item's offset (and start time) where the parent can see it."""
+    position = base + 1
+    if not timed:
+
+        def track(offset: int) -> None:
+            slots[position] = offset
+
+        return track
+    clock = time.monotonic
+    started = base + 2
+
+    def track_timed(offset: int) -> None:
+        slots[position] = -1.0  # readers ignore the slot while it is half written
+        slots[started] = clock()
+        slots[position] = offset
+
+    return track_timed

@@ -1,0 +1,209 @@
+"""The thread backend: items run on a pool of threads, for I/O and GIL-releasing code.
+
+Threads cannot be killed: an item over its `timeout` fails with `TaskTimeoutError`
+and its thread is abandoned (a daemon thread, replaced at once) to finish alone.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._context import worker_thread
+from .._errors import TaskTimeoutError
+from .._settings import Settings
+from . import Failed, Job, Outcome, make_item_call
+from ._items import run_items
+
+__all__ = ["ThreadExecutor", "create", "default_workers"]
+
+# A stopped pool waits this long for threads still inside an item; past it they are
+# left to finish alone (daemon threads), so Ctrl-C and errors return promptly.
+JOIN_SECONDS = 2.0
+
+
+def default_workers() -> int:
+    """As `concurrent.futures.ThreadPoolExecutor`: enough to overlap I/O, capped."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+class _Worker:
+    """One thread and what it is running: `(generation, start, items, offset, began)`."""
+
+    def __init__(self, executor: ThreadExecutor) -> None:
+        self.current: tuple[int, int, list[Any], int, float] | None = None
+        self.abandoned = False
+        self.lock = threading.Lock()  # a report and an abandonment never interleave
+        self.unreported = 0  # offset in the current chunk of the first unreported item
+        self.thread = threading.Thread(
+            target=executor._work, args=(self,), name="parallelize-thread", daemon=True
+        )
+
+
+class ThreadExecutor:
+    """A small thread pool whose outcomes reach the caller through one queue."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.workers = settings.workers or default_workers()
+        self._chunk_size = settings.chunksize or 1
+        self._tasks: queue.SimpleQueue[tuple[int, int, list[Any]] | None] = queue.SimpleQueue()
+        self._outcomes: queue.SimpleQueue[tuple[int, list[Outcome], bool]] = queue.SimpleQueue()
+        self._threads: list[_Worker] = []
+        self._generation = 0
+        self._unfinished = 0
+        self._call: Callable[[Any], Any] | None = None
+        self._timeout: float | None = None
+
+    # -- the runner's side -------------------------------------------------------
+
+    def start(self, job: Job, total: int | None) -> None:
+        self._generation += 1
+        self._call = make_item_call(job)
+        self._timeout = job.timeout
+        self._threads = [w for w in self._threads if not w.abandoned and w.thread.is_alive()]
+        while len(self._threads) < self.workers:
+            self._add_thread()
+
+    def chunk_size(self) -> int:
+        return self._chunk_size
+
+    def has_room(self) -> bool:
+        return self._unfinished < 2 * self.workers
+
+    def submit(self, start: int, items: list[Any]) -> None:
+        self._unfinished += 1
+        self._tasks.put((self._generation, start, items))
+
+    def pending(self) -> bool:
+        return self._unfinished > 0
+
+    def collect(self) -> list[Outcome]:
+        while True:
+            try:
+                generation, outcomes, finished = self._outcomes.get(timeout=self._wait_seconds())
+            except queue.Empty:
+                timed_out = self._expire_overdue()
+                if timed_out:
+                    return timed_out
+                continue
+            if generation != self._generation:
+                continue  # from a cancelled call of a kept-alive pool
+            if finished:
+                self._unfinished -= 1
+            more = self._drain()
+            if outcomes or more:
+                return outcomes + more
+
+    def finish(self, *, cancel: bool) -> None:
+        if cancel:
+            self._generation += 1  # outcomes of the cancelled call are ignored
+            while True:
+                try:
+                    self._tasks.get_nowait()
+                except queue.Empty:
+                    break
+        self._unfinished = 0
+
+    def shutdown(self) -> None:
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._tasks.put(None)
+        deadline = time.monotonic() + JOIN_SECONDS
+        for worker in threads:
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- inside the threads ------------------------------------------------------
+
+    def _work(self, worker: _Worker) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None or worker.abandoned:
+                if task is not None:
+                    self._tasks.put(task)  # not ours to run any more
+                return
+            self._run_chunk(worker, *task)
+
+    def _run_chunk(self, worker: _Worker, generation: int, start: int, items: list[Any]) -> None:
+        call = self._call
+        assert call is not None
+
+        def report(offset: int, values: list[Any], error: BaseException | None) -> None:
+            outcomes: list[Outcome] = [(start + offset, values)] if values else []
+            if error is not None:
+                index = offset + len(values)
+                outcomes.append(Failed(start + index, items[index], error))
+            with worker.lock:
+                if worker.abandoned:
+                    return
+                if error is None:
+                    worker.current = None
+                worker.unreported = offset + len(values) + 1
+                self._outcomes.put((generation, outcomes, error is None))
+
+        def track(offset: int) -> None:
+            worker.current = (generation, start, items, offset, time.monotonic())
+
+        worker.unreported = 0
+        with worker_thread():
+            run_items(call, items, report, track if self._timeout is not None else None)
+
+    # -- timeouts ----------------------------------------------------------------
+
+    def _add_thread(self) -> None:
+        worker = _Worker(self)
+        self._threads.append(worker)
+        worker.thread.start()
+
+    def _wait_seconds(self) -> float | None:
+        if self._timeout is None:
+            return None
+        return max(0.01, min(self._timeout / 4, 0.5))
+
+    def _expire_overdue(self) -> list[Outcome]:
+        """Fail items over their timeout, abandon their threads, requeue the rest."""
+        assert self._timeout is not None
+        now = time.monotonic()
+        failed: list[Outcome] = []
+        for worker in list(self._threads):
+            with worker.lock:
+                current = worker.current
+                if current is None or worker.abandoned:
+                    continue
+                generation, start, items, offset, began = current
+                if generation != self._generation or now - began <= self._timeout:
+                    continue
+                worker.abandoned = True
+            self._threads.remove(worker)
+            self._add_thread()
+            error = TaskTimeoutError(
+                f"item ran longer than timeout={self._timeout} s; its thread was abandoned"
+            )
+            failed.append(Failed(start + offset, items[offset], error))
+            # Items of the chunk that ran but were not reported yet, and those after
+            # the stuck one, run again on the other threads.
+            pieces = [(worker.unreported, offset), (offset + 1, len(items))]
+            pieces = [(a, b) for a, b in pieces if a < b]
+            for a, b in pieces:
+                self._tasks.put((generation, start + a, items[a:b]))
+            self._unfinished += len(pieces) - 1
+        return failed
+
+    def _drain(self) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        while True:
+            try:
+                generation, more, finished = self._outcomes.get_nowait()
+            except queue.Empty:
+                return outcomes
+            if generation == self._generation:
+                outcomes.extend(more)
+                if finished:
+                    self._unfinished -= 1
+
+
+def create(settings: Settings) -> ThreadExecutor:
+    return ThreadExecutor(settings)
