@@ -13,14 +13,27 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    TypedDict,
+    TypeVar,
+    overload,
+)
 
 import wrapt
 
 from . import _context
 from ._run import run
-from ._settings import Settings, backend_name
+from ._settings import Settings, backend_name, validate_option_names
 from .backends import Executor, Job, create_executor
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ParallelFunction", "is_parallel_function", "parallel"]
 
@@ -83,7 +96,7 @@ class _Calls(Generic[T, P, R]):
         call = functools.partial(self.__call__, items, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
-    def options(self, **settings: Any) -> ParallelFunction[T, P, R]:
+    def options(self, **settings: Unpack[OptionArguments]) -> ParallelFunction[T, P, R]:
         """A new parallel function with some settings replaced; this one is unchanged."""
         parent = self._parallel_parent()
         return ParallelFunction(parent.__wrapped__, parent._self_settings.replace(**settings))
@@ -215,69 +228,47 @@ def is_parallel_function(obj: object) -> bool:
     return isinstance(obj, (ParallelFunction, BoundParallelFunction))
 
 
+class SettingArguments(TypedDict, total=False):
+    """The keyword settings of `@parallel` and `.options()`, for type checkers."""
+
+    workers: int | None
+    ordered: bool
+    backend: Any
+    progress: Any
+    chunksize: int | None
+    timeout: float | None
+    retries: int
+    errors: Literal["raise", "return"]
+    initializer: Callable[..., object] | None
+    initargs: tuple[Any, ...]
+    max_tasks_per_worker: int | None
+    start_method: Literal["fork", "spawn", "forkserver"] | None
+    keep_alive: bool
+
+
+class OptionArguments(SettingArguments, total=False):
+    """The settings `.options()` accepts: all of them, `star` included."""
+
+    star: bool
+
+
 @overload
 def parallel(func: Callable[Concatenate[T, P], R], /) -> ParallelFunction[T, P, R]: ...
 
 
 @overload
 def parallel(
-    *,
-    workers: int | None = None,
-    ordered: bool = True,
-    backend: Any = "process",
-    progress: Any = False,
-    chunksize: int | None = None,
-    timeout: float | None = None,
-    retries: int = 0,
-    errors: str = "raise",
-    star: Literal[True],
-    initializer: Callable[..., object] | None = None,
-    initargs: tuple[Any, ...] = (),
-    max_tasks_per_worker: int | None = None,
-    start_method: str | None = None,
-    keep_alive: bool = False,
+    *, star: Literal[True], **settings: Unpack[SettingArguments]
 ) -> Callable[[Callable[..., R]], ParallelFunction[Any, ..., R]]: ...
 
 
 @overload
 def parallel(
-    *,
-    workers: int | None = None,
-    ordered: bool = True,
-    backend: Any = "process",
-    progress: Any = False,
-    chunksize: int | None = None,
-    timeout: float | None = None,
-    retries: int = 0,
-    errors: str = "raise",
-    star: Literal[False] = False,
-    initializer: Callable[..., object] | None = None,
-    initargs: tuple[Any, ...] = (),
-    max_tasks_per_worker: int | None = None,
-    start_method: str | None = None,
-    keep_alive: bool = False,
+    *, star: Literal[False] = False, **settings: Unpack[SettingArguments]
 ) -> Callable[[Callable[Concatenate[T, P], R]], ParallelFunction[T, P, R]]: ...
 
 
-def parallel(
-    func: Callable[..., Any] | None = None,
-    /,
-    *,
-    workers: int | None = None,
-    ordered: bool = True,
-    backend: Any = "process",
-    progress: Any = False,
-    chunksize: int | None = None,
-    timeout: float | None = None,
-    retries: int = 0,
-    errors: str = "raise",
-    star: bool = False,
-    initializer: Callable[..., object] | None = None,
-    initargs: tuple[Any, ...] = (),
-    max_tasks_per_worker: int | None = None,
-    start_method: str | None = None,
-    keep_alive: bool = False,
-) -> Any:
+def parallel(func: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
     """Turn a function of one item into a function of an iterable of items.
 
     Works bare (`@parallel`) and with settings (`@parallel(workers=4)`); every
@@ -289,29 +280,18 @@ def parallel(
     >>> double(range(4))
     [0, 2, 4, 6]
     """
-    settings = Settings(
-        workers=workers,
-        ordered=ordered,
-        backend=backend,
-        progress=progress,
-        chunksize=chunksize,
-        timeout=timeout,
-        retries=retries,
-        errors=errors,  # type: ignore[arg-type]
-        star=star,
-        initializer=initializer,
-        initargs=initargs,
-        max_tasks_per_worker=max_tasks_per_worker,
-        start_method=start_method,
-        keep_alive=keep_alive,
-    )
+    validate_option_names(settings, "parallel")
+    checked = Settings(**settings)
 
     def decorate(function: Callable[..., Any]) -> ParallelFunction[Any, Any, Any]:
         if not callable(function) and not isinstance(function, (classmethod, staticmethod)):
-            raise TypeError(f"@parallel decorates a function, got {function!r}")
+            raise TypeError(
+                f"parallel() takes a function to decorate, or keyword settings such as "
+                f"@parallel(workers=4); got {function!r}"
+            )
         if inspect.iscoroutinefunction(function):
             raise TypeError("@parallel does not support async def functions yet")
-        return ParallelFunction(function, settings)
+        return ParallelFunction(function, checked)
 
     if func is None:
         return decorate
