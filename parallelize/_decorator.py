@@ -9,6 +9,7 @@ name, docstring, signature and method binding; the proxy adds `.iter`, `.options
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import inspect
 import threading
@@ -22,6 +23,7 @@ from typing import (
     ParamSpec,
     TypedDict,
     TypeVar,
+    cast,
     overload,
 )
 
@@ -68,6 +70,12 @@ class _Calls(Generic[T, P, R]):
     def _item_function(self) -> Callable[..., Any]:
         return self.__wrapped__
 
+    def _resolve(
+        self, items: Any, args: tuple[Any, ...]
+    ) -> tuple[Callable[..., Any], Any, tuple[Any, ...]]:
+        """The per-item function, the items and the extra arguments of a call."""
+        return self._item_function(), items, args
+
     @property
     def func(self) -> Callable[Concatenate[T, P], R]:
         """The undecorated single-item function."""
@@ -109,15 +117,16 @@ class _Calls(Generic[T, P, R]):
         self, items: Iterable[T], args: tuple[Any, ...], kwargs: dict[str, Any], *, bounded: bool
     ) -> Generator[list[Any], None, None]:
         parent = self._parallel_parent()
-        func = self._item_function()
-        name = getattr(func, "__name__", "function")
+        func, items, args = self._resolve(items, args)
+        name: str = getattr(parent.__wrapped__, "__name__", None) or "function"
         total = _check_items(items, name)
         settings = parent._self_settings
         backend = backend_name(settings)
         if _context.inside_worker():
             backend = "serial"
         job = Job(func, args, kwargs, settings.star, settings.timeout)
-        return parent._run_call(backend, job, items, total, name, bounded)
+        kind = (backend, inspect.iscoroutinefunction(func))
+        return parent._run_call(kind, job, items, total, name, bounded)
 
 
 def _flatten(runs: Generator[list[Any], None, None]) -> Iterator[Any]:
@@ -135,6 +144,25 @@ class BoundParallelFunction(_Calls[T, P, R], wrapt.BoundFunctionWrapper[..., Any
         parent: ParallelFunction[T, P, R] = self._self_parent
         return parent
 
+    def _resolve(
+        self, items: Any, args: tuple[Any, ...]
+    ) -> tuple[Callable[..., Any], Any, tuple[Any, ...]]:
+        # `Class.method(obj, items)`: wrapt's convention, the instance comes first.
+        if (
+            self._self_binding in ("function", "callable")
+            and self._self_instance is None
+            and args
+            and isinstance(items, self._self_owner)
+        ):
+            return functools.partial(self.__wrapped__, items), args[0], args[1:]
+        return self.__wrapped__, items, args
+
+    def options(self, **settings: Unpack[OptionArguments]) -> ParallelFunction[T, P, R]:
+        """A new parallel function with some settings replaced, bound like this one."""
+        unbound = super().options(**settings)
+        bound: Any = unbound.__get__(self._self_instance, self._self_owner)
+        return cast("ParallelFunction[T, P, R]", bound)
+
 
 class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
     """A function of one item turned into a function of many items.
@@ -151,22 +179,26 @@ class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
     def __init__(self, func: Callable[Concatenate[T, P], R], settings: Settings) -> None:
         super().__init__(func, _unused_wrapper)
         self._self_settings = settings
-        self._self_kept: tuple[str, Executor] | None = None
+        self._self_kept: tuple[tuple[str, bool], Executor] | None = None
         self._self_kept_lock = threading.Lock()
 
     def _parallel_parent(self) -> ParallelFunction[T, P, R]:
         return self
 
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        from ._sending import importable
+
         module = getattr(self.__wrapped__, "__module__", None)
         qualname = getattr(self.__wrapped__, "__qualname__", "")
-        if module and "<" not in qualname:
+        if importable(module) and "<" not in qualname:
             return (_load_parallel_function, (module, qualname))
-        return (ParallelFunction, (self.__wrapped__, self._self_settings))
+        # By value; a bar cannot cross processes, and a nested call shows none.
+        settings = dataclasses.replace(self._self_settings, progress=False)
+        return (ParallelFunction, (self.__wrapped__, settings))
 
     def _run_call(
         self,
-        backend: str,
+        kind: tuple[str, bool],
         job: Job,
         items: Iterable[Any],
         total: int | None,
@@ -175,7 +207,7 @@ class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
     ) -> Generator[list[Any], None, None]:
         settings = self._self_settings
         kept = settings.keep_alive and self._self_kept_lock.acquire(blocking=False)
-        executor = self._kept_executor(backend) if kept else create_executor(backend, settings)
+        executor = self._kept_executor(kind) if kept else _new_executor(kind, settings)
         try:
             yield from run(executor, job, items, total, settings, name, bounded=bounded)
         finally:
@@ -184,11 +216,11 @@ class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
             else:
                 executor.shutdown()
 
-    def _kept_executor(self, backend: str) -> Executor:
-        if self._self_kept is not None and self._self_kept[0] != backend:
+    def _kept_executor(self, kind: tuple[str, bool]) -> Executor:
+        if self._self_kept is not None and self._self_kept[0] != kind:
             self._release_kept()
         if self._self_kept is None:
-            self._self_kept = (backend, create_executor(backend, self._self_settings))
+            self._self_kept = (kind, _new_executor(kind, self._self_settings))
             _KEPT.add(self)
         return self._self_kept[1]
 
@@ -197,6 +229,12 @@ class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
         _KEPT.discard(self)
         if kept is not None:
             kept[1].shutdown()
+
+
+def _new_executor(kind: tuple[str, bool], settings: Settings) -> Executor:
+    """An executor for a (backend name, is-a-coroutine-function) pair."""
+    backend, coroutine = kind
+    return create_executor(backend, settings, coroutine=coroutine)
 
 
 def _unused_wrapper(
@@ -289,8 +327,6 @@ def parallel(func: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
                 f"parallel() takes a function to decorate, or keyword settings such as "
                 f"@parallel(workers=4); got {function!r}"
             )
-        if inspect.iscoroutinefunction(function):
-            raise TypeError("@parallel does not support async def functions yet")
         return ParallelFunction(function, checked)
 
     if func is None:

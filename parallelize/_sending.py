@@ -14,10 +14,11 @@ from __future__ import annotations
 import importlib
 import io
 import pickle
+import sys
 import types
 from typing import Any
 
-__all__ = ["dumps", "load_wrapped", "loads"]
+__all__ = ["dumps", "importable", "load_wrapped", "loads", "unwrapped_attribute"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -37,42 +38,81 @@ def unwrap(obj: Any) -> Any:
     return obj.__wrapped__ if is_parallel_function(obj) else obj
 
 
+def importable(module_name: str | None) -> bool:
+    """Whether a new worker process can import `module_name` to find names in it.
+
+    A `__main__` without a file (a notebook, `python -c`, an `exec`) cannot be
+    imported again by a spawned worker: what it defines must travel by value.
+    """
+    if not module_name or module_name not in sys.modules:
+        return False
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    return module_name != "__main__" or main_file is not None
+
+
+def unwrapped_attribute(owner: Any, name: str) -> Any:
+    """`owner.name`, unwrapped: how a method decorated with `@parallel` is sent."""
+    return unwrap(getattr(owner, name))
+
+
 def _by_reference(obj: Any) -> tuple[Any, ...] | None:
     """A reduce value naming the wrapper that now stands where `obj` was defined."""
+    from ._decorator import is_parallel_function
+
+    if isinstance(obj, types.MethodType):
+        name = getattr(obj.__func__, "__name__", "")
+        attribute = getattr(obj.__self__, name, None)
+        if is_parallel_function(attribute) and unwrap(attribute) == obj:
+            return (unwrapped_attribute, (obj.__self__, name))
+        return None
     if not isinstance(obj, types.FunctionType):
         return None
     module_name = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", "")
-    if not module_name or "<" in qualname:
+    if not importable(module_name) or "<" in qualname:
         return None
-    import sys
-
-    owner: Any = sys.modules.get(module_name)
+    owner: Any = sys.modules[str(module_name)]
     try:
         for part in qualname.split("."):
             owner = getattr(owner, part)
     except AttributeError:
         return None
-    from ._decorator import is_parallel_function
-
     if owner is not obj and is_parallel_function(owner) and unwrap(owner) is obj:
         return (load_wrapped, (module_name, qualname))
     return None
 
 
+class _NeedsValue(pickle.PicklingError):
+    """Plain pickle would send this by a reference the worker cannot resolve."""
+
+
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         reduced = _by_reference(obj)
-        return NotImplemented if reduced is None else reduced
+        if reduced is not None:
+            return reduced
+        if (
+            isinstance(obj, (types.FunctionType, type))
+            and getattr(obj, "__module__", None) == "__main__"
+            and not importable("__main__")
+        ):
+            raise _NeedsValue(f"{obj!r} is defined in a __main__ that workers cannot import")
+        return NotImplemented
 
 
 def dumps(obj: Any) -> bytes:
-    """Pickle `obj` for a worker: plain pickle first, cloudpickle for what needs it."""
+    """Pickle `obj` for another process: plain pickle, then by reference to wrapped
+    functions, then cloudpickle for what must travel by value."""
+    if importable("__main__"):
+        try:
+            return pickle.dumps(obj, PROTOCOL)
+        except Exception:
+            pass  # perhaps a decorated function, or a lambda: the slower picklers below
     buffer = io.BytesIO()
     try:
         _Pickler(buffer, PROTOCOL).dump(obj)
         return buffer.getvalue()
-    except (pickle.PicklingError, TypeError, AttributeError):
+    except Exception:
         pass
     import cloudpickle
 

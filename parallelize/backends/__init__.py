@@ -93,8 +93,16 @@ _MODULES = {
 _EXTRAS = {"dask": "distributed", "ray": "ray"}
 
 
-def create_executor(name: str, settings: Settings) -> Executor:
-    """A new executor for backend `name`, importing its module only now."""
+def create_executor(name: str, settings: Settings, *, coroutine: bool = False) -> Executor:
+    """A new executor for backend `name`, importing its module only now.
+
+    Coroutine functions run on an event loop whatever the local backend: one item
+    at a time under `"serial"`, up to `workers` at once otherwise.
+    """
+    if coroutine and name in _MODULES:
+        from . import coroutines
+
+        return coroutines.create(settings, serial=name == "serial")
     if name in _EXTRAS:
         try:
             importlib.import_module(_EXTRAS[name])

@@ -21,7 +21,7 @@ from typing import Any
 
 from .._context import mark_worker_process
 from .._errors import ParallelError, short_repr
-from .._sending import loads
+from .._sending import dumps, loads
 from ._items import run_items
 
 __all__ = ["worker_main"]
@@ -56,7 +56,7 @@ def _result_errors(values: list[Any]) -> list[tuple[int, BaseException]]:
     bad: list[tuple[int, BaseException]] = []
     for offset, value in enumerate(values):
         try:
-            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+            dumps(value)
         except Exception as exc:
             bad.append((offset, exc))
     return bad
@@ -79,7 +79,7 @@ def worker_main(
     base = slot * SLOT_FIELDS
 
     def send(message: tuple[Any, ...]) -> None:
-        results.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+        results.send_bytes(dumps(message))
 
     if init_payload is not None:
         try:

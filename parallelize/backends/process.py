@@ -326,14 +326,11 @@ class ProcessExecutor:
         """Pickle the chunk's message; fail the items that cannot be pickled."""
         chunk.tracked = self._timeout is not None or self._sizer.should_track(len(chunk.items))
         try:
-            items = pickle.dumps(chunk.items, pickle.HIGHEST_PROTOCOL)
+            items = dumps(chunk.items)
         except Exception:
-            try:
-                items = dumps(chunk.items)
-            except Exception:
-                self._queue.popleft()
-                self._fail_unpicklable(chunk)
-                return False
+            self._queue.popleft()
+            self._fail_unpicklable(chunk)
+            return False
         message = ("chunk", chunk.seq, items, chunk.tracked)
         chunk.data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         return True

@@ -1,0 +1,133 @@
+"""The backend of `async def` functions: items are coroutines on one event loop.
+
+The loop runs on a thread of its own, so `f(items)` works from plain code and from
+inside another running loop alike. At most `workers` items are awaited at once; a
+`timeout` cancels the item's coroutine for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._context import worker_thread
+from .._errors import TaskTimeoutError
+from .._settings import Settings
+from . import Failed, Job, Outcome, make_item_call
+from ._items import ItemError
+
+__all__ = ["CoroutineExecutor", "create", "default_workers"]
+
+# Joining the loop's thread at shutdown waits at most this long.
+JOIN_SECONDS = 2.0
+
+
+def default_workers() -> int:
+    """Coroutines wait on I/O, not CPUs: this many in flight suits most services."""
+    return 32
+
+
+class CoroutineExecutor:
+    """Schedules one coroutine per item on a private event loop."""
+
+    def __init__(self, settings: Settings, *, serial: bool) -> None:
+        self.workers = 1 if serial else settings.workers or default_workers()
+        self._outcomes: queue.SimpleQueue[list[Outcome]] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._running: set[concurrent.futures.Future[None]] = set()
+        self._unreported = 0  # items submitted whose outcome was not collected yet
+        self._call: Callable[[Any], Any] | None = None
+        self._timeout: float | None = None
+
+    def start(self, job: Job, total: int | None) -> None:
+        self._call = make_item_call(job)
+        self._timeout = job.timeout
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run_loop, args=(loop, ready), name="parallelize-async", daemon=True
+            )
+            self._thread.start()
+            ready.wait()
+            self._loop = loop
+
+    def chunk_size(self) -> int:
+        return 1
+
+    def has_room(self) -> bool:
+        return self._unreported < self.workers
+
+    def submit(self, start: int, items: list[Any]) -> None:
+        assert self._loop is not None
+        self._unreported += len(items)
+        for offset, item in enumerate(items):
+            future = asyncio.run_coroutine_threadsafe(self._item(start + offset, item), self._loop)
+            self._running.add(future)
+            future.add_done_callback(self._running.discard)
+
+    def pending(self) -> bool:
+        return self._unreported > 0
+
+    def collect(self) -> list[Outcome]:
+        outcomes = self._outcomes.get()
+        while True:
+            try:
+                outcomes += self._outcomes.get_nowait()
+            except queue.Empty:
+                self._unreported -= len(outcomes)
+                return outcomes
+
+    def finish(self, *, cancel: bool) -> None:
+        running = list(self._running)
+        for future in running:
+            future.cancel()
+        concurrent.futures.wait(running, timeout=JOIN_SECONDS)
+        self._running.clear()
+        self._unreported = 0
+        while not self._outcomes.empty():
+            self._outcomes.get_nowait()
+
+    def shutdown(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(JOIN_SECONDS)
+            if not thread.is_alive():
+                loop.close()
+
+    # -- on the loop's thread ----------------------------------------------------
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        with worker_thread():
+            loop.run_forever()
+
+    async def _item(self, index: int, item: Any) -> None:
+        call = self._call
+        assert call is not None
+        outcome: Outcome
+        try:
+            task = asyncio.ensure_future(call(item))
+            done, _ = await asyncio.wait({task}, timeout=self._timeout)
+            if done:
+                outcome = (index, [task.result()])
+            else:
+                task.cancel()
+                message = f"item ran longer than timeout={self._timeout} s; it was cancelled"
+                outcome = Failed(index, item, TaskTimeoutError(message))
+        except ItemError as exc:
+            outcome = Failed(index, item, exc)
+        self._outcomes.put([outcome])
+
+
+def create(settings: Settings, *, serial: bool = False) -> CoroutineExecutor:
+    return CoroutineExecutor(settings, serial=serial)
