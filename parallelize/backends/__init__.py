@@ -66,7 +66,7 @@ class Executor(Protocol):
         """Whether any submitted item has not been reported yet."""
 
     def collect(self) -> list[Outcome]:
-        """Block until at least one outcome is ready and return all ready ones."""
+        """Block until an outcome is ready or nothing is pending; return all ready ones."""
 
     def finish(self, *, cancel: bool) -> None:
         """End the call; `cancel=True` drops unreported work and stops what runs it."""

@@ -206,20 +206,22 @@ class ProcessExecutor:
         )
 
     def collect(self) -> list[Outcome]:
-        while not self._ready:
+        # A chunk's last message may carry no result (its last item failed earlier):
+        # stop waiting as soon as nothing is pending, outcome or not.
+        while not self._ready and self.pending():
             self._dispatch()
             if self._ready:
                 break
             workers = [w for w in self._pool if w is not None]
-            waitables: list[Any] = [w.results for w in workers if w.in_flight]
-            waitables += [w.process.sentinel for w in workers]
-            ready = set(wait(waitables, self._wait_seconds()))
-            for worker in workers:
-                if worker.results in ready:
-                    self._receive(worker)
-            for worker in workers:
-                if worker.process.sentinel in ready:
-                    self._on_exit(worker)
+            results = {w.results: w for w in workers if w.in_flight}
+            sentinels = {w.process.sentinel: w for w in workers}
+            ready = wait([*results, *sentinels], self._wait_seconds())
+            for end in ready:
+                if end in results and self._pool[results[end].slot] is results[end]:
+                    self._receive(results[end])
+            for end in ready:
+                if end in sentinels:
+                    self._on_exit(sentinels[end])
             self._expire_overdue()
         outcomes, self._ready = self._ready, []
         return outcomes

@@ -46,8 +46,13 @@ class SerialExecutor:
         self._chunk_size = settings.chunksize or 1
         self._queue: collections.deque[tuple[int, list[Any]]] = collections.deque()
         self._call: Callable[[Any], Any] = _not_started
+        self._initializer = settings.initializer
+        self._initargs = settings.initargs
 
     def start(self, job: Job, total: int | None) -> None:
+        if self._initializer is not None:  # the caller's thread is the one worker
+            initializer, self._initializer = self._initializer, None
+            initializer(*self._initargs)
         call = make_item_call(job)
         self._call = timed(call, job.timeout) if job.timeout is not None else call
 

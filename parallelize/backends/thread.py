@@ -1,5 +1,7 @@
 """The thread backend: items run on a pool of threads, for I/O and GIL-releasing code.
 
+Each thread runs the `initializer` once, before its first item.
+
 Threads cannot be killed: an item over its `timeout` fails with `TaskTimeoutError`
 and its thread is abandoned (a daemon thread, replaced at once) to finish alone.
 """
@@ -57,6 +59,9 @@ class ThreadExecutor:
         self._unfinished = 0
         self._call: Callable[[Any], Any] | None = None
         self._timeout: float | None = None
+        self._initializer = settings.initializer
+        self._initargs = settings.initargs
+        self._init_error: BaseException | None = None
 
     # -- the runner's side -------------------------------------------------------
 
@@ -90,12 +95,15 @@ class ThreadExecutor:
                 if timed_out:
                     return timed_out
                 continue
+            if self._init_error is not None:
+                error, self._init_error = self._init_error, None
+                raise error
             if generation != self._generation:
                 continue  # from a cancelled call of a kept-alive pool
             if finished:
                 self._unfinished -= 1
             more = self._drain()
-            if outcomes or more:
+            if outcomes or more or not self.pending():
                 return outcomes + more
 
     def finish(self, *, cancel: bool) -> None:
@@ -119,11 +127,19 @@ class ThreadExecutor:
     # -- inside the threads ------------------------------------------------------
 
     def _work(self, worker: _Worker) -> None:
-        while True:
+        if self._initializer is not None:
+            try:
+                self._initializer(*self._initargs)
+            except BaseException as exc:
+                self._init_error = exc
+                self._outcomes.put((self._generation, [], False))  # wakes collect()
+                return
+        while not worker.abandoned:  # abandoned: it overran a timeout, and was replaced
             task = self._tasks.get()
-            if task is None or worker.abandoned:
-                if task is not None:
-                    self._tasks.put(task)  # not ours to run any more
+            if task is None:
+                return
+            if worker.abandoned:
+                self._tasks.put(task)  # not ours to run any more
                 return
             self._run_chunk(worker, *task)
 
