@@ -11,6 +11,7 @@ cloudpickle, and only then, so importable functions stay on the fast path.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import io
 import pickle
@@ -21,6 +22,7 @@ from typing import Any
 __all__ = ["dumps", "importable", "load_wrapped", "loads", "unwrapped_attribute"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+_FOREIGN: contextvars.ContextVar[bool] = contextvars.ContextVar("foreign", default=False)
 
 
 def load_wrapped(module: str, qualname: str) -> Any:
@@ -45,6 +47,8 @@ def importable(module_name: str | None) -> bool:
     imported again by a spawned worker: what it defines must travel by value.
     """
     if not module_name or module_name not in sys.modules:
+        return False
+    if module_name == "__main__" and _FOREIGN.get():
         return False
     main_file = getattr(sys.modules["__main__"], "__file__", None)
     return module_name != "__main__" or main_file is not None
@@ -100,9 +104,21 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: Any, *, foreign: bool = False) -> bytes:
     """Pickle `obj` for another process: plain pickle, then by reference to wrapped
-    functions, then cloudpickle for what must travel by value."""
+    functions, then cloudpickle for what must travel by value.
+
+    `foreign=True` is for a process that does not run our `__main__` at all (a Dask
+    or Ray worker): everything defined in `__main__` then travels by value.
+    """
+    token = _FOREIGN.set(foreign)
+    try:
+        return _dumps(obj)
+    finally:
+        _FOREIGN.reset(token)
+
+
+def _dumps(obj: Any) -> bytes:
     if importable("__main__"):
         try:
             return pickle.dumps(obj, PROTOCOL)

@@ -89,6 +89,8 @@ _MODULES = {
     "process": "parallelize.backends.process",
     "thread": "parallelize.backends.thread",
     "serial": "parallelize.backends.serial",
+    "dask": "parallelize.backends.dask",
+    "ray": "parallelize.backends.ray",
 }
 _EXTRAS = {"dask": "distributed", "ray": "ray"}
 
@@ -99,7 +101,7 @@ def create_executor(name: str, settings: Settings, *, coroutine: bool = False) -
     Coroutine functions run on an event loop whatever the local backend: one item
     at a time under `"serial"`, up to `workers` at once otherwise.
     """
-    if coroutine and name in _MODULES:
+    if coroutine and name in ("process", "thread", "serial"):
         from . import coroutines
 
         return coroutines.create(settings, serial=name == "serial")
@@ -110,10 +112,6 @@ def create_executor(name: str, settings: Settings, *, coroutine: bool = False) -
             raise ImportError(
                 f'backend={name!r} needs an optional dependency: pip install "parallelize[{name}]"'
             ) from exc
-        raise ImportError(
-            f"backend={name!r} is not available in this version of parallelize; "
-            "use 'process', 'thread' or 'serial'"
-        )
     module = importlib.import_module(_MODULES[name])
     executor: Executor = module.create(settings)
     return executor

@@ -16,12 +16,11 @@ import os
 import pickle
 import signal
 import time
-import traceback
 from typing import Any
 
 from .._context import mark_worker_process
-from .._errors import ParallelError, short_repr
 from .._sending import dumps, loads
+from ._crossing import error_payload, result_errors, unsendable
 from ._items import run_items
 
 __all__ = ["worker_main"]
@@ -29,37 +28,6 @@ __all__ = ["worker_main"]
 # Slot layout in the shared array, per worker: the chunk being run, the offset of
 # the item being run (-1 between items) and when that item started.
 SLOT_FIELDS = 3
-
-
-def error_payload(exc: BaseException) -> tuple[BaseException, str]:
-    """`exc` and its traceback as text, made safe to unpickle in the parent.
-
-    An exception whose class cannot be rebuilt from its pickle (an `__init__` with
-    extra required arguments is the classic case) would otherwise make the parent
-    fail while reading the message; it is replaced by a `ParallelError` saying so.
-    """
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        pickle.loads(pickle.dumps(exc, pickle.HIGHEST_PROTOCOL))
-    except Exception as why:
-        exc = ParallelError(
-            f"{type(exc).__qualname__}: {short_repr(str(exc))} was raised, but it cannot be "
-            f"sent back to the parent process ({type(why).__name__}: {why}); "
-            "make the exception class picklable (pass all __init__ arguments to super())"
-        )
-    exc.__traceback__ = None
-    return exc, text
-
-
-def _result_errors(values: list[Any]) -> list[tuple[int, BaseException]]:
-    """Which results cannot be pickled, and why."""
-    bad: list[tuple[int, BaseException]] = []
-    for offset, value in enumerate(values):
-        try:
-            dumps(value)
-        except Exception as exc:
-            bad.append((offset, exc))
-    return bad
 
 
 def worker_main(
@@ -119,12 +87,6 @@ def worker_main(
         run_items(call, items, _reporter(send, slots, base, seq), tracker)
 
 
-def unsendable(exc: BaseException, what: str) -> Exception:
-    """A `TypeError` or `PicklingError` saying `what` could not cross the boundary."""
-    kind = exc if isinstance(exc, (TypeError, pickle.PicklingError)) else pickle.PicklingError()
-    return type(kind)(f"{what} cannot be pickled: {type(exc).__name__}: {exc}")
-
-
 def _reporter(send: Any, slots: Any, base: int, seq: int) -> Any:
     """The `report` callback of one chunk: sends runs of results and failures."""
     began = time.perf_counter()
@@ -146,7 +108,7 @@ def _report_unsendable(
 ) -> None:
     """Send the results that pickle; fail those that do not, naming the reason."""
     start = 0
-    for bad, exc in _result_errors(values):
+    for bad, exc in result_errors(values):
         error = unsendable(exc, "the result, to be sent back to the parent process,")
         send(("r", seq, offset + start, values[start:bad], error_payload(error), None))
         start = bad + 1

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import math
 import multiprocessing
 import os
 import pickle
@@ -37,20 +36,12 @@ from .._errors import RemoteTraceback, TaskTimeoutError, WorkerLostError
 from .._sending import dumps
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
-from ._process_worker import SLOT_FIELDS, unsendable, worker_main
+from ._chunking import ChunkSizer
+from ._crossing import unsendable
+from ._process_worker import SLOT_FIELDS, worker_main
 
 __all__ = ["ProcessExecutor", "create", "usable_cpus"]
 
-# A chunk aims to keep a worker busy this long: long enough that the per-message
-# cost (~0.1 ms) is lost in it, short enough that the progress bar moves smoothly
-# and the last chunks of a call end together.
-CHUNK_SECONDS = 0.02
-# Chunk size grows at most this fast from one chunk to the next, so a first few
-# fast items cannot make a chunk of thousands of slow ones.
-CHUNK_GROWTH = 16
-# With no length to divide, chunks stop here: it bounds how far `.iter()` reads
-# ahead of its consumer (about 2 * workers * this many items).
-UNKNOWN_LENGTH_CHUNK_CAP = 512
 # A second chunk is queued on a busy worker only if its message is this small: it
 # then fits in the pipe's buffer, so the parent never blocks on a worker that is
 # itself blocked sending results back.
@@ -59,9 +50,6 @@ PREFETCH_BYTES = 16 * 1024
 # trip between chunks (~0.1 ms), but a chunk queued behind a slow one waits while
 # other workers may be idle, which costs uneven workloads far more.
 PREFETCH_CHUNK_SECONDS = 0.005
-# Items slower than this run with their position tracked, so a crash names the
-# item; faster ones run untracked and a crash re-runs them one by one to find it.
-TRACK_ITEM_SECONDS = 50e-6
 # Workers that die this many times in a row (per worker slot) without a single
 # result in between cannot start at all (say, spawn cannot import the main module):
 # the call fails instead of replacing them forever.
@@ -106,43 +94,6 @@ class _Worker:
         self.kill_reason: tuple[int, BaseException] | None = None
 
 
-class _ChunkSizer:
-    """Chooses chunk sizes from how long items took (the user's `chunksize` wins)."""
-
-    def __init__(self, fixed: int | None, workers: int) -> None:
-        self.fixed = fixed
-        self.workers = workers
-        self.size = fixed or 1
-        self.cap = fixed or 1
-        self.item_seconds: float | None = None
-
-    def reset(self, total: int | None) -> None:
-        if self.fixed is None:
-            self.size = 1
-            self.cap = (
-                max(1, math.ceil(total / (4 * self.workers)))
-                if total is not None
-                else UNKNOWN_LENGTH_CHUNK_CAP
-            )
-        self.item_seconds = None
-
-    def record(self, count: int, seconds: float) -> None:
-        per_item = seconds / count
-        self.item_seconds = (
-            per_item if self.item_seconds is None else (self.item_seconds + per_item) / 2
-        )
-        if self.fixed is None:
-            wanted = CHUNK_SECONDS / max(self.item_seconds, 1e-9)
-            self.size = max(1, min(int(wanted), self.cap, self.size * CHUNK_GROWTH))
-
-    def quick(self, count: int) -> bool:
-        """Whether a chunk of `count` items is known to run in a few milliseconds."""
-        return self.item_seconds is not None and count * self.item_seconds < PREFETCH_CHUNK_SECONDS
-
-    def should_track(self, count: int) -> bool:
-        return count > 1 and (self.item_seconds is None or self.item_seconds > TRACK_ITEM_SECONDS)
-
-
 class ProcessExecutor:
     """The pool: workers by slot, a queue of chunks, and outcomes ready to collect."""
 
@@ -159,7 +110,7 @@ class ProcessExecutor:
         self._slots: Any = None
         self._queue: collections.deque[_Chunk] = collections.deque()
         self._ready: list[Outcome] = []
-        self._sizer = _ChunkSizer(settings.chunksize, self.workers)
+        self._sizer = ChunkSizer(settings.chunksize, self.workers)
         self._seq = 0
         self._job_id = 0
         self._job_data = b""
@@ -289,7 +240,8 @@ class ProcessExecutor:
                 continue
             assert chunk.data is not None
             worker = self._pick_worker(
-                len(chunk.data) <= PREFETCH_BYTES and self._sizer.quick(len(chunk.items))
+                len(chunk.data) <= PREFETCH_BYTES
+                and self._sizer.runs_within(len(chunk.items), PREFETCH_CHUNK_SECONDS)
             )
             if worker is None:
                 return

@@ -1,0 +1,171 @@
+"""What the cluster backends (Dask, Ray) share: the task each chunk becomes, and the
+parent side that turns finished tasks into outcomes.
+
+A chunk is one cluster task. The task runs the items itself and returns a list of
+plain messages, so one item's exception never fails the task: the cluster only
+reports a task as failed when its worker was lost (or the cluster itself failed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._context import worker_thread
+from .._errors import RemoteTraceback, TaskTimeoutError, WorkerLostError
+from .._sending import dumps, loads
+from .._settings import Settings
+from . import Failed, Job, Outcome, make_item_call
+from ._chunking import ChunkSizer
+from ._crossing import error_payload, result_errors, unsendable
+from ._items import run_items
+
+__all__ = ["ClusterExecutor", "run_chunk"]
+
+Message = tuple[int, list[Any], "tuple[BaseException, str] | None"]
+
+
+def _with_timeout(call: Callable[[Any], Any], timeout: float) -> Callable[[Any], Any]:
+    """`call` on a helper thread, failing with `TaskTimeoutError` past `timeout`.
+
+    A cluster worker's thread cannot be killed: the overrunning item is abandoned
+    to finish alone, and the task goes on with the next item.
+    """
+
+    def run(item: Any) -> Any:
+        box: list[Any] = []
+
+        def target() -> None:
+            try:
+                box.append((True, call(item)))
+            except BaseException as exc:
+                box.append((False, exc))
+
+        thread = threading.Thread(target=target, name="parallelize-item", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not box:
+            raise TaskTimeoutError(f"item ran longer than timeout={timeout} s; it was abandoned")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    return run
+
+
+def run_chunk(job_data: bytes, items: list[Any]) -> tuple[list[Message], float]:
+    """Runs in a cluster worker: every item of one chunk, as messages and seconds."""
+    call, timeout = loads(job_data)
+    if timeout is not None:
+        call = _with_timeout(call, timeout)
+    messages: list[Message] = []
+
+    def report(offset: int, values: list[Any], error: BaseException | None) -> None:
+        start = 0
+        for bad, exc in result_errors(values) if values else []:
+            what = "the result, to be sent back to the caller,"
+            messages.append(
+                (offset + start, values[start:bad], error_payload(unsendable(exc, what)))
+            )
+            start = bad + 1
+        failure = None if error is None else error_payload(error)
+        messages.append((offset + start, values[start:], failure))
+
+    began = time.perf_counter()
+    with worker_thread():  # nested parallel calls run serially here
+        run_items(call, items, report)
+    return messages, time.perf_counter() - began
+
+
+class ClusterExecutor:
+    """The parent side of a cluster backend; subclasses talk to the cluster."""
+
+    workers: int
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self.workers = workers
+        self._sizer = ChunkSizer(settings.chunksize, workers)
+        self._tasks: dict[Any, tuple[int, list[Any]]] = {}  # future -> (start, items)
+        self._job_data = b""
+
+    # -- what a cluster provides -------------------------------------------------
+
+    def _submit_task(self, job_data: bytes, items: list[Any]) -> Any:
+        """Start `run_chunk(job_data, items)` on the cluster; return its future."""
+        raise NotImplementedError
+
+    def _wait_any(self, futures: list[Any]) -> list[Any]:
+        """Block until at least one of `futures` is done; return the done ones."""
+        raise NotImplementedError
+
+    def _result(self, future: Any) -> Any:
+        """The future's value; raises the cluster's exception if the task failed."""
+        raise NotImplementedError
+
+    def _is_worker_lost(self, error: BaseException) -> bool:
+        """Whether `error` says the task's worker died (rather than the task failing)."""
+        raise NotImplementedError
+
+    def _cancel(self, futures: list[Any]) -> None:
+        raise NotImplementedError
+
+    # -- the protocol --------------------------------------------------------------
+
+    def start(self, job: Job, total: int | None) -> None:
+        try:
+            self._job_data = dumps((make_item_call(job), job.timeout), foreign=True)
+        except Exception as exc:
+            name = getattr(job.func, "__name__", "function")
+            raise unsendable(exc, f"{name}() or its extra arguments") from exc
+        self._sizer.reset(total)
+
+    def chunk_size(self) -> int:
+        return self._sizer.size
+
+    def has_room(self) -> bool:
+        return len(self._tasks) < 2 * self.workers
+
+    def submit(self, start: int, items: list[Any]) -> None:
+        self._tasks[self._submit_task(self._job_data, items)] = (start, items)
+
+    def pending(self) -> bool:
+        return bool(self._tasks)
+
+    def collect(self) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for future in self._wait_any(list(self._tasks)):
+            start, items = self._tasks.pop(future)
+            try:
+                messages, seconds = self._result(future)
+            except Exception as exc:
+                if not self._is_worker_lost(exc):
+                    raise
+                outcomes += self._lost(start, items, exc)
+                continue
+            self._sizer.record(len(items), seconds)
+            for offset, values, failure in messages:
+                if values:
+                    outcomes.append((start + offset, values))
+                if failure is not None:
+                    error, text = failure
+                    error.__cause__ = RemoteTraceback(text)
+                    index = offset + len(values)
+                    outcomes.append(Failed(start + index, items[index], error))
+        return outcomes
+
+    def _lost(self, start: int, items: list[Any], exc: BaseException) -> list[Outcome]:
+        """A task's worker died: blame a lone item, else rerun the items one by one."""
+        if len(items) > 1:
+            for offset, item in enumerate(items):
+                self.submit(start + offset, [item])
+            return []
+        error = WorkerLostError(f"the cluster worker running this item died: {exc}")
+        return [Failed(start, items[0], error)]
+
+    def finish(self, *, cancel: bool) -> None:
+        if cancel and self._tasks:
+            self._cancel(list(self._tasks))
+        self._tasks.clear()

@@ -1,0 +1,76 @@
+"""The Dask backend: each chunk is a task on a `dask.distributed` cluster.
+
+It uses the `Client` given as `backend`, else the active client
+(`distributed.get_client()`), else a `LocalCluster` of `workers` processes started
+for the call (kept between calls with `keep_alive=True`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+import distributed
+
+from .._settings import Settings
+from ._remote import ClusterExecutor, run_chunk
+
+__all__ = ["DaskExecutor", "create"]
+
+
+def _active_client() -> Any:
+    try:
+        return distributed.get_client()
+    except ValueError:  # no client is running
+        return None
+
+
+class DaskExecutor(ClusterExecutor):
+    """Chunks as Dask futures, collected with `distributed.wait(FIRST_COMPLETED)`."""
+
+    def __init__(self, settings: Settings) -> None:
+        given = settings.backend if not isinstance(settings.backend, str) else None
+        self._client: Any = given or _active_client()
+        self._cluster: Any = None
+        if self._client is None:
+            from .process import usable_cpus
+
+            workers = settings.workers or usable_cpus()
+            # Our runner retries items itself (`retries`): a task whose worker died
+            # is reported at once instead of being re-run by the scheduler.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+                self._client = distributed.Client(self._cluster)
+        else:
+            workers = settings.workers or max(1, sum(self._client.nthreads().values()))
+        super().__init__(settings, workers)
+
+    def _submit_task(self, job_data: bytes, items: list[Any]) -> Any:
+        return self._client.submit(run_chunk, job_data, items, pure=False)
+
+    def _wait_any(self, futures: list[Any]) -> list[Any]:
+        return list(distributed.wait(futures, return_when="FIRST_COMPLETED").done)
+
+    def _result(self, future: Any) -> Any:
+        return future.result()
+
+    def _is_worker_lost(self, error: BaseException) -> bool:
+        return isinstance(error, distributed.KilledWorker)
+
+    def _cancel(self, futures: list[Any]) -> None:
+        self._client.cancel(futures)
+
+    def shutdown(self) -> None:
+        if self._cluster is not None:  # only what this executor started
+            self._client.close()
+            self._cluster.close()
+            self._cluster = self._client = None
+
+
+def create(settings: Settings) -> DaskExecutor:
+    return DaskExecutor(settings)

@@ -1,0 +1,63 @@
+"""The Ray backend: each chunk is a Ray task.
+
+It uses the connected Ray cluster, or calls `ray.init()` for a local one, which it
+shuts down when the call ends (or at `close()` with `keep_alive=True`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from .._settings import Settings
+from ._remote import ClusterExecutor, run_chunk
+
+__all__ = ["RayExecutor", "create"]
+
+
+class RayExecutor(ClusterExecutor):
+    """Chunks as Ray object refs, collected with `ray.wait`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._started = not ray.is_initialized()
+        if self._started:
+            ray.init(
+                num_cpus=settings.workers,
+                _node_ip_address="127.0.0.1",  # a local cluster talks over loopback only
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        workers = settings.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # Our runner retries items itself (`retries`): no retry by Ray.
+        self._task: Any = ray.remote(max_retries=0)(run_chunk)
+        super().__init__(settings, workers)
+
+    def _submit_task(self, job_data: bytes, items: list[Any]) -> Any:
+        return self._task.remote(job_data, items)
+
+    def _wait_any(self, futures: list[Any]) -> list[Any]:
+        ray.wait(futures, num_returns=1)
+        done, _ = ray.wait(futures, num_returns=len(futures), timeout=0)
+        return list(done)
+
+    def _result(self, future: Any) -> Any:
+        return ray.get(future)
+
+    def _is_worker_lost(self, error: BaseException) -> bool:
+        lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)
+        return isinstance(error, lost)
+
+    def _cancel(self, futures: list[Any]) -> None:
+        for future in futures:
+            ray.cancel(future, force=True)
+
+    def shutdown(self) -> None:
+        if self._started:
+            self._started = False
+            ray.shutdown()
+
+
+def create(settings: Settings) -> RayExecutor:
+    return RayExecutor(settings)
