@@ -22,7 +22,7 @@ from ._chunking import ChunkSizer
 from ._crossing import error_payload, result_errors, unsendable
 from ._items import run_items
 
-__all__ = ["ClusterExecutor", "run_chunk"]
+__all__ = ["ClusterExecutor", "refuse_process_settings", "run_chunk"]
 
 Message = tuple[int, list[Any], "tuple[BaseException, str] | None"]
 
@@ -78,6 +78,16 @@ def run_chunk(job_data: bytes, items: list[Any]) -> tuple[list[Message], float]:
     with worker_thread():  # nested parallel calls run serially here
         run_items(call, items, report)
     return messages, time.perf_counter() - began
+
+
+def refuse_process_settings(settings: Settings) -> None:
+    """Fail early on settings that only a pool of our own processes can honour."""
+    for name in ("initializer", "max_tasks_per_worker"):
+        if getattr(settings, name) is not None:
+            raise ValueError(
+                f"{name} is not supported on a cluster backend; set up cluster workers "
+                "with the cluster's own tools (Dask worker plugins, Ray runtime_env)"
+            )
 
 
 class ClusterExecutor:

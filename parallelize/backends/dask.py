@@ -13,7 +13,7 @@ import dask
 import distributed
 
 from .._settings import Settings
-from ._remote import ClusterExecutor, run_chunk
+from ._remote import ClusterExecutor, refuse_process_settings, run_chunk
 
 __all__ = ["DaskExecutor", "create"]
 
@@ -29,6 +29,7 @@ class DaskExecutor(ClusterExecutor):
     """Chunks as Dask futures, collected with `distributed.wait(FIRST_COMPLETED)`."""
 
     def __init__(self, settings: Settings) -> None:
+        refuse_process_settings(settings)
         given = settings.backend if not isinstance(settings.backend, str) else None
         self._client: Any = given or _active_client()
         self._cluster: Any = None

@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 from .._settings import Settings
-from ._remote import ClusterExecutor, run_chunk
+from ._remote import ClusterExecutor, refuse_process_settings, run_chunk
 
 __all__ = ["RayExecutor", "create"]
 
@@ -20,6 +20,7 @@ class RayExecutor(ClusterExecutor):
     """Chunks as Ray object refs, collected with `ray.wait`."""
 
     def __init__(self, settings: Settings) -> None:
+        refuse_process_settings(settings)
         self._started = not ray.is_initialized()
         if self._started:
             ray.init(
