@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import importlib
 import io
+import os
 import pickle
 import sys
 import types
@@ -50,8 +51,13 @@ def importable(module_name: str | None) -> bool:
         return False
     if module_name == "__main__" and _FOREIGN.get():
         return False
+    return module_name != "__main__" or main_is_a_file()
+
+
+def main_is_a_file() -> bool:
+    """Whether `__main__` came from a file a new process can run again (not `<stdin>`)."""
     main_file = getattr(sys.modules["__main__"], "__file__", None)
-    return module_name != "__main__" or main_file is not None
+    return main_file is not None and os.path.isfile(main_file)
 
 
 def unwrapped_attribute(owner: Any, name: str) -> Any:
@@ -119,11 +125,8 @@ def dumps(obj: Any, *, foreign: bool = False) -> bytes:
 
 
 def _dumps(obj: Any) -> bytes:
-    if importable("__main__"):
-        try:
-            return pickle.dumps(obj, PROTOCOL)
-        except Exception:
-            pass  # perhaps a decorated function, or a lambda: the slower picklers below
+    # Not plain `pickle.dumps`: a bound method would arrive as its parallel wrapper.
+    # The override costs nothing for ints, strs, lists and the like (never consulted).
     buffer = io.BytesIO()
     try:
         _Pickler(buffer, PROTOCOL).dump(obj)
@@ -134,6 +137,10 @@ def _dumps(obj: Any) -> bytes:
 
     class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
         def reducer_override(self, obj: Any) -> Any:
+            from ._decorator import is_parallel_function
+
+            if is_parallel_function(obj):  # a proxy that passes for a function
+                return NotImplemented  # its own __reduce_ex__ decides
             reduced = _by_reference(obj)
             return super().reducer_override(obj) if reduced is None else reduced
 

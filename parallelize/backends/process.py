@@ -28,12 +28,14 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import wait
 from typing import Any
 
 from .._errors import RemoteTraceback, TaskTimeoutError, WorkerLostError
-from .._sending import dumps
+from .._sending import dumps, main_is_a_file
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
 from ._chunking import ChunkSizer
@@ -213,7 +215,8 @@ class ProcessExecutor:
             name=f"parallelize-worker-{slot}",
             daemon=True,
         )
-        process.start()
+        with _main_hidden_unless_a_file():
+            process.start()
         tasks_out.close()
         results_in.close()
         self._pool[slot] = _Worker(process, tasks_in, results_out, slot)
@@ -379,16 +382,21 @@ class ProcessExecutor:
         self._receive(worker)
         worker.process.join()
         exitcode = worker.process.exitcode
-        self._fruitless_deaths += 1
-        if self._fruitless_deaths > FRUITLESS_DEATHS_PER_WORKER * self.workers:
-            self._discard(worker)
-            raise WorkerLostError(
-                f"worker processes for {self._job_name}() keep dying before they run "
-                f"anything (last exit code {exitcode}); the call was stopped. Check that "
-                "the module defining the function can be imported by a new process."
-            )
         running = worker.in_flight.popleft() if worker.in_flight else None
+        started = running is not None and self._slots[worker.slot * SLOT_FIELDS] == running.seq
+        if not started:
+            self._fruitless_deaths += 1
+            if self._fruitless_deaths > FRUITLESS_DEATHS_PER_WORKER * self.workers:
+                self._discard(worker)
+                raise WorkerLostError(
+                    f"worker processes for {self._job_name}() keep dying before they run "
+                    f"anything (last exit code {exitcode}); the call was stopped. Check that "
+                    "the module defining the function can be imported by a new process."
+                )
         unstarted = list(worker.in_flight)
+        if running is not None and not started:
+            unstarted.insert(0, running)
+            running = None
         culprit = self._culprit(worker, running) if running is not None else None
         self._discard(worker)
         for chunk in reversed(unstarted):
@@ -471,6 +479,26 @@ class ProcessExecutor:
                 ),
             )
             worker.process.kill()
+
+
+@contextlib.contextmanager
+def _main_hidden_unless_a_file() -> Iterator[None]:
+    """Keep spawn and forkserver from re-running a `__main__` that is not a file.
+
+    Python's spawn re-runs `__main__.__file__` in each new process; for source read
+    from stdin (`python -`) that "file" is `<stdin>`, and every worker would die at
+    start-up. What such a `__main__` defines travels by value anyway (`_sending`).
+    """
+    main = sys.modules["__main__"]
+    path = getattr(main, "__file__", None)
+    if path is None or main_is_a_file():
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def _death_message(name: str, exitcode: int | None) -> str:
