@@ -23,7 +23,7 @@ __all__ = ["run"]
 # In ordered `.iter()`, results that wait behind a slow item are capped at this many
 # chunks per worker; past it no new items are drawn until the slow one is done, so
 # one straggler cannot make memory grow with the input.
-REORDER_CHUNKS_PER_WORKER = 8
+REORDER_CHUNKS_PER_WORKER = 2
 
 
 def run(

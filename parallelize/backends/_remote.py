@@ -24,6 +24,10 @@ from ._items import run_items
 
 __all__ = ["ClusterExecutor", "refuse_process_settings", "run_chunk"]
 
+# Tasks in flight per cluster worker: a scheduler takes milliseconds to hand a worker
+# its next task, so each worker keeps a few queued; more would only read further ahead.
+TASKS_PER_WORKER = 4
+
 Message = tuple[int, list[Any], "tuple[BaseException, str] | None"]
 
 
@@ -136,7 +140,7 @@ class ClusterExecutor:
         return self._sizer.size
 
     def has_room(self) -> bool:
-        return len(self._tasks) < 2 * self.workers
+        return len(self._tasks) < TASKS_PER_WORKER * self.workers
 
     def submit(self, start: int, items: list[Any]) -> None:
         self._tasks[self._submit_task(self._job_data, items)] = (start, items)
