@@ -2,11 +2,9 @@
 
 Kept apart from `process.py` so a worker imports only what it needs. Messages are
 pickled tuples. From the parent: `("job", id, payload)`, `("chunk", seq, items,
-track)` or `None` to stop. To the parent: `("r", seq, offset, values, error,
-elapsed)` for a run of results (`error` is the next item's failure, `elapsed` is
-set on the chunk's last message), `("u", seq, error)` when a chunk could not be
-read, `("j", id, error)` when a job could not be loaded, `("i", error)` when the
-initializer failed.
+track)` or `None` to stop. To the parent: a run of results (see `run_message`),
+`("u", seq, error)` when a chunk could not be read, `("j", id, error)` when a job
+could not be loaded, `("i", error)` when the initializer failed.
 """
 
 from __future__ import annotations
@@ -96,11 +94,20 @@ def _reporter(send: Any, slots: Any, base: int, seq: int) -> Any:
         failure = None if error is None else error_payload(error)
         elapsed = None if error is not None else time.perf_counter() - began
         try:
-            send(("r", seq, offset, values, failure, elapsed))
+            send(run_message(seq, offset, values, failure, elapsed))
         except Exception:
             _report_unsendable(send, seq, offset, values, failure, elapsed)
 
     return report
+
+
+def run_message(
+    seq: int, offset: int, values: list[Any], failure: Any, elapsed: float | None
+) -> tuple[Any, ...]:
+    """A run of results, its body pickled apart: the parent can read the envelope even
+    when a result or exception cannot be rebuilt there, and knows which items it held."""
+    body = dumps((values, failure))
+    return ("r", seq, offset, len(values), failure is not None, body, elapsed)
 
 
 def _report_unsendable(
@@ -110,9 +117,9 @@ def _report_unsendable(
     start = 0
     for bad, exc in result_errors(values):
         error = unsendable(exc, "the result, to be sent back to the parent process,")
-        send(("r", seq, offset + start, values[start:bad], error_payload(error), None))
+        send(run_message(seq, offset + start, values[start:bad], error_payload(error), None))
         start = bad + 1
-    send(("r", seq, offset + start, values[start:], failure, elapsed))
+    send(run_message(seq, offset + start, values[start:], failure, elapsed))
 
 
 def _tracker(slots: Any, base: int, timed: bool) -> Any:

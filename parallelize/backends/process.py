@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from multiprocessing.connection import wait
 from typing import Any
 
-from .._errors import RemoteTraceback, TaskTimeoutError, WorkerLostError
-from .._sending import dumps, main_is_a_file
+from .._errors import ParallelError, RemoteTraceback, TaskTimeoutError, WorkerLostError
+from .._sending import dumps, loads, main_is_a_file
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
 from ._chunking import ChunkSizer
@@ -335,14 +335,18 @@ class ProcessExecutor:
         kind = message[0]
         self._fruitless_deaths = 0
         if kind == "r":
-            _, _seq, offset, values, failure, elapsed = message
+            _, _seq, offset, count, has_failure, body, elapsed = message
             chunk = worker.in_flight[0]
-            if values:
-                self._ready.append((chunk.start + offset, values))
-            chunk.reported = offset + len(values)
-            if failure is not None:
-                self._ready.append(self._failed(chunk, chunk.reported, failure))
-                chunk.reported += 1
+            chunk.reported = offset + count + has_failure
+            try:
+                values, failure = loads(body)
+            except Exception as exc:
+                self._unrebuildable(chunk, offset, count + has_failure, exc)
+            else:
+                if values:
+                    self._ready.append((chunk.start + offset, values))
+                if failure is not None:
+                    self._ready.append(self._failed(chunk, offset + count, failure))
             if elapsed is not None:
                 worker.in_flight.popleft()
                 self._sizer.record(len(chunk.items), elapsed)
@@ -354,9 +358,21 @@ class ProcessExecutor:
             else:
                 self._requeue_front(chunk, [(i, i + 1) for i in range(len(chunk.items))])
         else:  # "j" or "i": the function or the initializer cannot run at all
-            exc, text = message[-1]
-            exc.__cause__ = RemoteTraceback(text)
-            raise exc
+            error, text = message[-1]
+            error.__cause__ = RemoteTraceback(text)
+            raise error
+
+    def _unrebuildable(self, chunk: _Chunk, offset: int, count: int, exc: Exception) -> None:
+        """Outcomes that could not be unpickled here: fail a lone item, else run the
+        items again one by one so the one at fault is found and only it fails."""
+        if count > 1:
+            self._requeue_front(chunk, [(i, i + 1) for i in range(offset, offset + count)])
+            return
+        error = ParallelError(
+            "the outcome of this item could not be rebuilt in the calling process: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        self._ready.append(Failed(chunk.start + offset, chunk.items[offset], error))
 
     def _failed(self, chunk: _Chunk, offset: int, failure: tuple[BaseException, str]) -> Failed:
         exc, text = failure
