@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ItemError", "run_items"]
+__all__ = ["ItemError", "WorkerItemError", "run_items"]
 
-# What counts as the item failing. `SystemExit` too: `sys.exit()` inside one item
-# must fail that item, not end a worker. KeyboardInterrupt is left to propagate.
-ItemError = (Exception, SystemExit)
+# What counts as the item failing on the caller's own thread (serial backend):
+# `SystemExit` too, as `sys.exit()` inside one item must fail that item, but not
+# KeyboardInterrupt, which is Ctrl-C and must stop the call.
+ItemError: tuple[type[BaseException], ...] = (Exception, SystemExit)
+# On a worker (a thread, a process that ignores SIGINT, a cluster task) anything an
+# item raises is that item's failure: letting it escape would kill the worker silently.
+WorkerItemError: tuple[type[BaseException], ...] = (BaseException,)
 
 Report = Callable[[int, list[Any], "BaseException | None"], None]
 
@@ -19,13 +23,15 @@ def run_items(
     items: list[Any],
     report: Report,
     track: Callable[[int], None] | None = None,
+    failures: tuple[type[BaseException], ...] = WorkerItemError,
 ) -> None:
     """Run `call` on each item, reporting runs of results and each failure in order.
 
     `report(offset, values, error)` gets the results of the items from `offset` on,
     then `error`, the exception of the item just after them, or None on the last
     report of the chunk. `track(offset)`, if given, is told which item starts next
-    (it costs time per item, so the fast loop goes without it).
+    (it costs time per item, so the fast loop goes without it). `failures` are the
+    exceptions that fail an item; anything else propagates.
     """
     done = 0
     while True:
@@ -40,7 +46,7 @@ def run_items(
                 for offset, item in enumerate(rest, done):
                     track(offset)
                     append(call(item))
-        except ItemError as exc:
+        except failures as exc:
             report(done, values, exc)
             done += len(values) + 1
             continue

@@ -18,7 +18,6 @@ from .._context import worker_thread
 from .._errors import TaskTimeoutError
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
-from ._items import ItemError
 
 __all__ = ["CoroutineExecutor", "create", "default_workers"]
 
@@ -115,18 +114,31 @@ class CoroutineExecutor:
         call = self._call
         assert call is not None
         outcome: Outcome
-        try:
-            task = asyncio.ensure_future(call(item))
-            done, _ = await asyncio.wait({task}, timeout=self._timeout)
-            if done:
-                outcome = (index, [task.result()])
-            else:
-                task.cancel()
-                message = f"item ran longer than timeout={self._timeout} s; it was cancelled"
-                outcome = Failed(index, item, TaskTimeoutError(message))
-        except ItemError as exc:
-            outcome = Failed(index, item, exc)
+        task = asyncio.ensure_future(_caught(call, item))
+        done, _ = await asyncio.wait({task}, timeout=self._timeout)
+        if done:
+            ok, value = task.result()
+            outcome = (index, [value]) if ok else Failed(index, item, value)
+        else:
+            task.cancel()
+            message = f"item ran longer than timeout={self._timeout} s; it was cancelled"
+            outcome = Failed(index, item, TaskTimeoutError(message))
         self._outcomes.put([outcome])
+
+
+async def _caught(call: Callable[[Any], Any], item: Any) -> tuple[bool, Any]:
+    """Await one item, turning anything it raises into its outcome.
+
+    asyncio re-raises `SystemExit` and `KeyboardInterrupt` out of the event loop,
+    which would stop the loop with every other item in it: caught here, they fail
+    only their item, as on the other backends.
+    """
+    try:
+        return True, await call(item)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return False, exc
 
 
 def create(settings: Settings, *, serial: bool = False) -> CoroutineExecutor:

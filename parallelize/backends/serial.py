@@ -15,7 +15,7 @@ from typing import Any
 from .._errors import TaskTimeoutError
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
-from ._items import run_items
+from ._items import ItemError, run_items
 
 __all__ = ["SerialExecutor", "create"]
 
@@ -79,7 +79,7 @@ class SerialExecutor:
                 index = offset + len(values)
                 outcomes.append(Failed(start + index, items[index], error))
 
-        run_items(self._call, items, report)
+        run_items(self._call, items, report, failures=ItemError)
         return outcomes
 
     def finish(self, *, cancel: bool) -> None:
