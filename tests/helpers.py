@@ -231,3 +231,43 @@ def bare_square(x: int) -> int:
 def decorated_square(x: int) -> int:
     """Square one number."""
     return x * x
+
+
+# -- cluster workers that fail or die -----------------------------------------------------
+
+
+class ItemFailedError(LookupError):
+    """An exception class of the tests' own, to check that its type survives the trip."""
+
+
+def fail_with_own_type_on(x: Any, bad: Any) -> Any:
+    if x == bad:
+        raise ItemFailedError(f"bad item {x!r}")
+    return x
+
+
+def hold_first_attempt(x: int, directory: str, seconds: float) -> int:
+    """Item 0, on its first attempt, writes its process id to `directory/running` and
+    waits for `directory/gate` (the test kills that process meanwhile); other items,
+    and item 0 run again, take `seconds`."""
+    marker = Path(directory, "attempted")
+    if x == 0 and not marker.exists():
+        marker.touch()
+        Path(directory, "running.tmp").write_text(str(os.getpid()))
+        os.replace(Path(directory, "running.tmp"), Path(directory, "running"))  # whole or absent
+        wait_for_path(Path(directory, "gate"))
+        return x
+    time.sleep(seconds)
+    return x
+
+
+def exit_on(x: int, bad: int, times: int, directory: str, seconds: float) -> int:
+    """End the worker process (`os._exit`) on the first `times` attempts at item `bad`
+    (files in `directory` count them); other items, and later attempts, take `seconds`."""
+    if x == bad:
+        attempt = count_files(directory, "exited-")
+        if attempt < times:
+            Path(directory, f"exited-{attempt}").touch()
+            os._exit(1)
+    time.sleep(seconds)
+    return x

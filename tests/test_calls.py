@@ -49,56 +49,58 @@ def input_kinds() -> dict[str, Any]:
     }
 
 
-def test_extra_args_and_kwargs_reach_every_call(settings: dict[str, Any]) -> None:
-    add = parallel(**settings)(helpers.add)
+def test_extra_args_and_kwargs_reach_every_call(any_settings: dict[str, Any]) -> None:
+    add = parallel(**any_settings)(helpers.add)
     assert add(range(4), 10) == [10, 11, 12, 13]
     assert add(range(4), 10, scale=2) == [20, 22, 24, 26]
     assert add(range(4), y=1) == [1, 2, 3, 4]
 
 
-def test_star_unpacks_each_item(settings: dict[str, Any]) -> None:
-    add = parallel(star=True, **settings)(helpers.add)
+def test_star_unpacks_each_item(any_settings: dict[str, Any]) -> None:
+    add = parallel(star=True, **any_settings)(helpers.add)
     assert add([(1, 2), (3, 4)]) == [3, 7]
     assert add([(1, 2), (3, 4)], scale=10) == [30, 70]
     assert add([(1,), (3,)], 5) == [6, 8]  # func(*item, *args)
 
 
-def test_any_iterable_is_accepted(settings: dict[str, Any]) -> None:
-    double = parallel(**settings)(helpers.double)
+def test_any_iterable_is_accepted(any_settings: dict[str, Any]) -> None:
+    double = parallel(**any_settings)(helpers.double)
     for kind, items in input_kinds().items():
         assert double(items) == [2, 4, 6], kind
 
 
-def test_ordered_results_are_in_input_order(settings: dict[str, Any]) -> None:
+def test_ordered_results_are_in_input_order(any_settings: dict[str, Any]) -> None:
     """Later items finish first (they sleep less); results still follow the input."""
     items = list(range(8))
-    countdown = parallel(**settings)(helpers.countdown)
+    countdown = parallel(**any_settings)(helpers.countdown)
     expected = [helpers.countdown(x, len(items)) for x in items]
     assert countdown(items, len(items)) == expected
     assert list(countdown.iter(items, len(items))) == expected
 
 
-def test_results_match_the_serial_backend(settings: dict[str, Any]) -> None:
+def test_results_match_the_serial_backend(any_settings: dict[str, Any]) -> None:
     items = [3, 1, 4, 1, 5, 9, 2, 6]
     reference = parallel(backend="serial")(helpers.add)(items, 2, scale=3)
-    assert parallel(**settings)(helpers.add)(items, 2, scale=3) == reference
+    assert parallel(**any_settings)(helpers.add)(items, 2, scale=3) == reference
 
 
-def test_unordered_results_are_the_same_multiset(settings: dict[str, Any]) -> None:
+def test_unordered_results_are_the_same_multiset(any_settings: dict[str, Any]) -> None:
     items = list(range(8))
-    countdown = parallel(ordered=False, **settings)(helpers.countdown)
+    countdown = parallel(ordered=False, **any_settings)(helpers.countdown)
     results = countdown(items, len(items))
     assert sorted(results) == [x * x for x in items]
     assert sorted(countdown.iter(items, len(items))) == [x * x for x in items]
 
 
-def test_unordered_is_completion_order(concurrent_settings: dict[str, Any], tmp_path: Path) -> None:
+def test_unordered_is_completion_order(
+    any_concurrent_settings: dict[str, Any], tmp_path: Path
+) -> None:
     """Item 0 is held until the caller has seen item 1 finish.
 
     Unordered results come in that completion order, ordered ones in input order, and
     `.options(ordered=False)` switches one call without changing the function.
     """
-    ordered = parallel(**concurrent_settings)(helpers.gated_first)
+    ordered = parallel(**any_concurrent_settings)(helpers.gated_first)
     unordered = ordered.options(ordered=False)
     for function, expected in [(unordered, [1, 0]), (ordered, [0, 1])]:
         gate = tmp_path / f"gate-{expected}"
@@ -109,7 +111,7 @@ def test_unordered_is_completion_order(concurrent_settings: dict[str, Any], tmp_
 
 
 def test_empty_input_returns_empty_list_and_starts_no_worker(
-    settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    any_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[object] = []
     process_start = multiprocessing.process.BaseProcess.start
@@ -123,7 +125,7 @@ def test_empty_input_returns_empty_list_and_starts_no_worker(
         started.append(self)
         thread_start(self)
 
-    function = parallel(**settings)(helpers.must_not_run)
+    function = parallel(**any_settings)(helpers.must_not_run)
     with monkeypatch.context() as patch:
         patch.setattr(multiprocessing.process.BaseProcess, "start", record_process)
         patch.setattr(threading.Thread, "start", record_thread)
@@ -145,19 +147,19 @@ def test_str_bytes_and_non_iterables_are_refused(bad_input: object) -> None:
 
 
 def test_iter_yields_results_as_they_become_available(
-    settings: dict[str, Any], tmp_path: Path
+    any_settings: dict[str, Any], tmp_path: Path
 ) -> None:
     """Items after the first wait for a gate the test opens only after the first result."""
     gate = tmp_path / "gate"
-    results = parallel(**settings)(helpers.gated_after_first).iter(range(4), str(gate))
+    results = parallel(**any_settings)(helpers.gated_after_first).iter(range(4), str(gate))
     assert next(results) == (0, True)
     gate.touch()
     assert list(results) == [(1, True), (2, True), (3, True)]
 
 
-def test_iter_draws_items_only_as_workers_free_up(settings: dict[str, Any]) -> None:
+def test_iter_draws_items_only_as_workers_free_up(any_settings: dict[str, Any]) -> None:
     source = Counted()
-    squares = parallel(chunksize=4, **settings)(helpers.square).iter(source)
+    squares = parallel(chunksize=4, **any_settings)(helpers.square).iter(source)
     ahead = []
     for consumed, (item, result) in enumerate(zip(itertools.count(), squares), 1):
         assert result == item * item
@@ -169,10 +171,10 @@ def test_iter_draws_items_only_as_workers_free_up(settings: dict[str, Any]) -> N
     assert max(ahead) <= 200, max(ahead)
 
 
-def test_iter_on_endless_generator_stops_on_break(settings: dict[str, Any]) -> None:
+def test_iter_on_endless_generator_stops_on_break(any_settings: dict[str, Any]) -> None:
     threads_before = set(threading.enumerate())
     source = Counted()
-    slept = parallel(**settings)(helpers.slept)
+    slept = parallel(**any_settings)(helpers.slept)
     for result in slept.iter(source, 0.001):
         if result == 5:
             break
@@ -181,10 +183,10 @@ def test_iter_on_endless_generator_stops_on_break(settings: dict[str, Any]) -> N
     assert wait_for_no_extra_threads(threads_before) == []
 
 
-def test_iter_close_stops_the_remaining_work_promptly(settings: dict[str, Any]) -> None:
+def test_iter_close_stops_the_remaining_work_promptly(any_settings: dict[str, Any]) -> None:
     threads_before = set(threading.enumerate())
     source = Counted()
-    results = parallel(**settings)(helpers.slept).iter(source, 0.05)
+    results = parallel(**any_settings)(helpers.slept).iter(source, 0.05)
     assert [next(results) for _ in range(3)] == [0, 1, 2]
     began = time.monotonic()
     results.close()
@@ -197,9 +199,9 @@ def test_iter_close_stops_the_remaining_work_promptly(settings: dict[str, Any]) 
     assert source.drawn == drawn
 
 
-def test_keep_alive_keeps_workers_until_close(settings: dict[str, Any]) -> None:
+def test_keep_alive_keeps_workers_until_close(any_settings: dict[str, Any]) -> None:
     threads_before = set(threading.enumerate())
-    where = parallel(keep_alive=True, **settings)(helpers.where)
+    where = parallel(keep_alive=True, **any_settings)(helpers.where)
     try:
         first = where(range(4))
         children = {child.pid for child in live_children()}
@@ -207,10 +209,10 @@ def test_keep_alive_keeps_workers_until_close(settings: dict[str, Any]) -> None:
         second = where(range(4))
     finally:
         where.close()
-    if settings["backend"] == "process":
+    if any_settings["backend"] == "process":
         assert 1 <= len(children) <= 2
         assert {pid for pid, _ in first + second} <= children
-    if settings["backend"] == "thread":
+    if any_settings["backend"] == "thread":
         assert 1 <= len(threads) <= 2
         assert {ident for _, ident in first + second} <= threads
     assert wait_for_no_children() == []
@@ -222,11 +224,11 @@ def test_keep_alive_keeps_workers_until_close(settings: dict[str, Any]) -> None:
 
 
 def test_aio_returns_the_list_without_blocking_the_loop(
-    settings: dict[str, Any], tmp_path: Path
+    any_settings: dict[str, Any], tmp_path: Path
 ) -> None:
     """The items wait for a gate that another coroutine opens while the call runs."""
     gate = tmp_path / "gate"
-    gated = parallel(**settings)(helpers.gated_all)
+    gated = parallel(**any_settings)(helpers.gated_all)
 
     async def main() -> list[tuple[int, bool]]:
         call = asyncio.ensure_future(gated.aio(range(3), str(gate)))

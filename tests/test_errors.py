@@ -18,8 +18,8 @@ def notes(exc: BaseException) -> list[str]:
     return list(getattr(exc, "__notes__", []))
 
 
-def test_raise_keeps_the_type_and_names_the_item(settings: dict[str, Any]) -> None:
-    fail_on = parallel(**settings)(helpers.fail_on)
+def test_raise_keeps_the_type_and_names_the_item(any_settings: dict[str, Any]) -> None:
+    fail_on = parallel(**any_settings)(helpers.fail_on)
     with pytest.raises(ValueError, match="bad item 'boom'") as caught:
         fail_on(ITEMS, "boom")
     (note,) = notes(caught.value)
@@ -30,8 +30,8 @@ def test_raise_keeps_the_type_and_names_the_item(settings: dict[str, Any]) -> No
     assert "in fail_on" in text
 
 
-def test_raise_from_iter(settings: dict[str, Any]) -> None:
-    results = parallel(**settings)(helpers.fail_on).iter(ITEMS, "boom")
+def test_raise_from_iter(any_settings: dict[str, Any]) -> None:
+    results = parallel(**any_settings)(helpers.fail_on).iter(ITEMS, "boom")
     yielded: list[str] = []
     with pytest.raises(ValueError, match="bad item") as caught:
         yielded.extend(results)  # keeps the results that came before the failure
@@ -39,9 +39,9 @@ def test_raise_from_iter(settings: dict[str, Any]) -> None:
     assert yielded == ITEMS[: len(yielded)]  # results before it, if any, in input order
 
 
-def test_note_holds_a_short_repr_of_a_large_item(settings: dict[str, Any]) -> None:
+def test_note_holds_a_short_repr_of_a_large_item(any_settings: dict[str, Any]) -> None:
     large = list(range(10_000))
-    fail_on = parallel(**settings)(helpers.fail_on)
+    fail_on = parallel(**any_settings)(helpers.fail_on)
     with pytest.raises(ValueError) as caught:
         fail_on([[1], large], large)
     (note,) = notes(caught.value)
@@ -61,9 +61,11 @@ def test_process_worker_traceback_is_the_cause(process_settings: dict[str, Any])
 
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
-def test_raise_cancels_the_remaining_work_promptly(settings: dict[str, Any], ordered: bool) -> None:
+def test_raise_cancels_the_remaining_work_promptly(
+    any_settings: dict[str, Any], ordered: bool
+) -> None:
     """10,000 items of 10 ms on 2 workers take ~50 s; failing on item 3 must not wait."""
-    failing = parallel(ordered=ordered, **settings)(helpers.sleep_then_fail_on)
+    failing = parallel(ordered=ordered, **any_settings)(helpers.sleep_then_fail_on)
     began = time.monotonic()
     with pytest.raises(ValueError) as caught:
         failing(range(10_000), 3, 0.01)
@@ -71,8 +73,8 @@ def test_raise_cancels_the_remaining_work_promptly(settings: dict[str, Any], ord
     assert any("item 3" in note for note in notes(caught.value))
 
 
-def test_the_function_works_again_after_a_failure(settings: dict[str, Any]) -> None:
-    fail_on = parallel(**settings)(helpers.fail_on)
+def test_the_function_works_again_after_a_failure(any_settings: dict[str, Any]) -> None:
+    fail_on = parallel(**any_settings)(helpers.fail_on)
     with pytest.raises(ValueError):
         fail_on(ITEMS, "boom")
     assert fail_on(ITEMS, "nothing") == ITEMS
@@ -81,8 +83,8 @@ def test_the_function_works_again_after_a_failure(settings: dict[str, Any]) -> N
     assert fail_on.options(errors="return")(["x"], "y") == ["x"]
 
 
-def test_keep_alive_works_again_after_a_failure(settings: dict[str, Any]) -> None:
-    fail_on = parallel(keep_alive=True, **settings)(helpers.fail_on)
+def test_keep_alive_works_again_after_a_failure(any_settings: dict[str, Any]) -> None:
+    fail_on = parallel(keep_alive=True, **any_settings)(helpers.fail_on)
     try:
         with pytest.raises(ValueError):
             fail_on(ITEMS, "boom")
@@ -91,9 +93,9 @@ def test_keep_alive_works_again_after_a_failure(settings: dict[str, Any]) -> Non
         fail_on.close()
 
 
-def test_return_puts_exceptions_in_place(settings: dict[str, Any]) -> None:
+def test_return_puts_exceptions_in_place(any_settings: dict[str, Any]) -> None:
     items = [0, 1, 2, 3, 4, 5]
-    fail_on = parallel(errors="return", **settings)(helpers.fail_on)
+    fail_on = parallel(errors="return", **any_settings)(helpers.fail_on)
     results = fail_on(items, 2)
     assert results[:2] == [0, 1]
     assert results[3:] == [3, 4, 5]
@@ -105,16 +107,16 @@ def test_return_puts_exceptions_in_place(settings: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(8)
-def test_return_does_not_hang_when_the_last_item_fails(settings: dict[str, Any]) -> None:
+def test_return_does_not_hang_when_the_last_item_fails(any_settings: dict[str, Any]) -> None:
     """The failure and the end of its chunk reach the caller apart; nothing is left to run."""
-    failing = parallel(errors="return", **settings)(helpers.fail_slow_to_free)
+    failing = parallel(errors="return", **any_settings)(helpers.fail_slow_to_free)
     (error,) = failing([0])
     assert isinstance(error, helpers.SlowToFreeError)
     assert str(error) == "bad item 0"
 
 
-def test_return_with_several_failures_unordered(settings: dict[str, Any]) -> None:
-    failing = parallel(errors="return", ordered=False, **settings)(helpers.fail_if_in)
+def test_return_with_several_failures_unordered(any_settings: dict[str, Any]) -> None:
+    failing = parallel(errors="return", ordered=False, **any_settings)(helpers.fail_if_in)
     results = failing(range(6), (1, 3))
     errors = sorted(str(result) for result in results if isinstance(result, ValueError))
     assert errors == ["bad item 1", "bad item 3"]

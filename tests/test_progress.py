@@ -18,9 +18,10 @@ def last_line(text: str) -> str:
 
 
 def test_true_shows_a_bar_named_after_the_function(
-    settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    any_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert parallel(progress=True, **settings)(helpers.square)([1, 2, 3, 4]) == [1, 4, 9, 16]
+    square = parallel(progress=True, **any_settings)(helpers.square)
+    assert square([1, 2, 3, 4]) == [1, 4, 9, 16]
     err = capsys.readouterr().err
     assert last_line(err).startswith("square: 100%")
     assert "4/4" in last_line(err)
@@ -28,9 +29,9 @@ def test_true_shows_a_bar_named_after_the_function(
 
 
 def test_bar_has_no_total_for_a_generator(
-    settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    any_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    square = parallel(progress=True, **settings)(helpers.square)
+    square = parallel(progress=True, **any_settings)(helpers.square)
     assert square(x for x in range(4)) == [0, 1, 4, 9]
     line = last_line(capsys.readouterr().err)
     assert line.startswith("square: 4it")
@@ -38,27 +39,28 @@ def test_bar_has_no_total_for_a_generator(
 
 
 def test_str_sets_the_description(
-    settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    any_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    parallel(progress="Downloading", **settings)(helpers.square)(range(3))
+    parallel(progress="Downloading", **any_settings)(helpers.square)(range(3))
     line = last_line(capsys.readouterr().err)
     assert line.startswith("Downloading: 100%")
     assert "3/3" in line
 
 
 def test_dict_passes_tqdm_arguments(
-    settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    any_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    parallel(progress={"unit": "file", "desc": "Fetching"}, **settings)(helpers.square)(range(3))
+    progress = {"unit": "file", "desc": "Fetching"}
+    parallel(progress=progress, **any_settings)(helpers.square)(range(3))
     line = last_line(capsys.readouterr().err)
     assert line.startswith("Fetching: 100%")
     assert "3/3" in line
     assert "file/s" in line or "s/file" in line
 
 
-def test_caller_bar_is_advanced_and_left_open(settings: dict[str, Any]) -> None:
+def test_caller_bar_is_advanced_and_left_open(any_settings: dict[str, Any]) -> None:
     bar = RecordingBar(total=10)
-    square = parallel(progress=bar, **settings)(helpers.square)
+    square = parallel(progress=bar, **any_settings)(helpers.square)
     assert square(range(4)) == [0, 1, 4, 9]
     assert bar.n == 4
     assert list(square.iter(range(4))) == [0, 1, 4, 9]
@@ -71,9 +73,9 @@ def test_caller_bar_is_advanced_and_left_open(settings: dict[str, Any]) -> None:
 
 
 def test_bar_closes_when_the_call_fails(
-    settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    any_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fail_on = parallel(progress=True, **settings)(helpers.fail_on)
+    fail_on = parallel(progress=True, **any_settings)(helpers.fail_on)
     with pytest.raises(ValueError) as caught:
         fail_on(["a", "b", "boom"], "boom")
     err = capsys.readouterr().err
@@ -82,19 +84,19 @@ def test_bar_closes_when_the_call_fails(
     assert "item 2" in caught.value.__notes__[0]
 
 
-def test_caller_bar_stays_open_when_the_call_fails(settings: dict[str, Any]) -> None:
+def test_caller_bar_stays_open_when_the_call_fails(any_settings: dict[str, Any]) -> None:
     bar = RecordingBar(total=3)
     with pytest.raises(ValueError):
-        parallel(progress=bar, **settings)(helpers.fail_on)(["a", "b", "boom"], "boom")
+        parallel(progress=bar, **any_settings)(helpers.fail_on)(["a", "b", "boom"], "boom")
     assert not bar.disable
     bar.close()
 
 
-def test_bar_advances_one_item_at_a_time(settings: dict[str, Any]) -> None:
+def test_bar_advances_one_item_at_a_time(any_settings: dict[str, Any]) -> None:
     """Slow items are counted one by one, not in jumps at the end of a chunk."""
     for ordered in (True, False):
         bar = RecordingBar(total=8)
-        slept = parallel(progress=bar, ordered=ordered, **settings)(helpers.slept)
+        slept = parallel(progress=bar, ordered=ordered, **any_settings)(helpers.slept)
         assert sorted(slept(range(8), 0.03)) == list(range(8))
         bar.close()
         assert bar.steps == [1] * 8
@@ -102,7 +104,7 @@ def test_bar_advances_one_item_at_a_time(settings: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
 def test_bar_advances_while_an_earlier_item_still_runs(
-    concurrent_settings: dict[str, Any], ordered: bool, tmp_path: Path
+    any_concurrent_settings: dict[str, Any], ordered: bool, tmp_path: Path
 ) -> None:
     """Item 0 is held until the bar has counted all the other items.
 
@@ -111,7 +113,7 @@ def test_bar_advances_while_an_earlier_item_still_runs(
     gate = tmp_path / "gate"
     count = 5
     bar = GateBar(gate, open_at=count - 1, total=count)
-    gated = parallel(progress=bar, ordered=ordered, **concurrent_settings)(
+    gated = parallel(progress=bar, ordered=ordered, **any_concurrent_settings)(
         helpers.gated_first_slow_rest
     )
     results = gated(range(count), str(gate), 0.01)
@@ -120,12 +122,14 @@ def test_bar_advances_while_an_earlier_item_still_runs(
     assert bar.n == count
 
 
-def test_no_bar_by_default(settings: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    parallel(**settings)(helpers.square)(range(3))
+def test_no_bar_by_default(
+    any_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    parallel(**any_settings)(helpers.square)(range(3))
     assert capsys.readouterr().err == ""
 
 
-def test_bar_written_to_a_given_file(settings: dict[str, Any]) -> None:
+def test_bar_written_to_a_given_file(any_settings: dict[str, Any]) -> None:
     stream = io.StringIO()
-    parallel(progress={"file": stream}, **settings)(helpers.square)(range(2))
+    parallel(progress={"file": stream}, **any_settings)(helpers.square)(range(2))
     assert last_line(stream.getvalue()).startswith("square: 100%")

@@ -19,9 +19,9 @@ def usable_cpus() -> int:
 
 
 def test_workers_is_how_many_items_run_at_once(
-    concurrent_settings: dict[str, Any], tmp_path: Path
+    any_concurrent_settings: dict[str, Any], tmp_path: Path
 ) -> None:
-    rendezvous = parallel(**concurrent_settings)(helpers.rendezvous)
+    rendezvous = parallel(**any_concurrent_settings)(helpers.rendezvous)
     results = rendezvous(range(6), str(tmp_path), 2)
     assert all(passed for passed, _ in results), "two items never ran at the same time"
     assert max(running for _, running in results) <= 2
@@ -44,15 +44,15 @@ def test_defaults() -> None:
         parallel(helpers.fail_on)([1, 2], 2)
 
 
-def test_chunksize_sends_items_together(settings: dict[str, Any]) -> None:
-    where = parallel(chunksize=3, **settings)(helpers.where_after)
+def test_chunksize_sends_items_together(any_settings: dict[str, Any]) -> None:
+    where = parallel(chunksize=3, **any_settings)(helpers.where_after)
     results = where(range(6), 0.01)
     assert len(set(results[:3])) == 1
     assert len(set(results[3:])) == 1
 
 
-def test_timeout_fails_only_the_slow_item(settings: dict[str, Any]) -> None:
-    nap = parallel(timeout=0.5, errors="return", **settings)(helpers.nap)
+def test_timeout_fails_only_the_slow_item(any_settings: dict[str, Any]) -> None:
+    nap = parallel(timeout=0.5, errors="return", **any_settings)(helpers.nap)
     first, slow, last = nap([0.0, 1.5, 0.01])
     assert (first, last) == (0.0, 0.01)
     assert isinstance(slow, TaskTimeoutError)
@@ -61,10 +61,10 @@ def test_timeout_fails_only_the_slow_item(settings: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(15)  # a hang here is a failure, not a minute lost
-def test_retries_run_a_failed_item_again(settings: dict[str, Any], tmp_path: Path) -> None:
+def test_retries_run_a_failed_item_again(any_settings: dict[str, Any], tmp_path: Path) -> None:
     (tmp_path / "retried").mkdir()
     (tmp_path / "once").mkdir()
-    retried = parallel(retries=1, **settings)(helpers.fail_first_attempt)
+    retried = parallel(retries=1, **any_settings)(helpers.fail_first_attempt)
     assert retried(range(4), str(tmp_path / "retried")) == [0, 1, 2, 3]
     once = retried.options(retries=0, errors="return")
     results = once(range(4), str(tmp_path / "once"))

@@ -99,13 +99,20 @@ class ClusterExecutor:
 
     workers: int
 
-    def __init__(self, settings: Settings, workers: int) -> None:
-        self.workers = workers
-        self._sizer = ChunkSizer(settings.chunksize, workers)
+    def __init__(self, settings: Settings) -> None:
+        refuse_process_settings(settings)
+        self._settings = settings
+        self.workers = settings.workers or 1
+        self._sizer = ChunkSizer(settings.chunksize, self.workers)
+        self._connected = False
         self._tasks: dict[Any, tuple[int, list[Any]]] = {}  # future -> (start, items)
         self._job_data = b""
 
     # -- what a cluster provides -------------------------------------------------
+
+    def _connect(self) -> int:
+        """Reach (or start) the cluster, only now that there is work; return its size."""
+        raise NotImplementedError
 
     def _submit_task(self, job_data: bytes, items: list[Any]) -> Any:
         """Start `run_chunk(job_data, items)` on the cluster; return its future."""
@@ -129,6 +136,11 @@ class ClusterExecutor:
     # -- the protocol --------------------------------------------------------------
 
     def start(self, job: Job, total: int | None) -> None:
+        if not self._connected:
+            size = self._connect()
+            self._connected = True
+            self.workers = self._settings.workers or size
+            self._sizer = ChunkSizer(self._settings.chunksize, self.workers)
         try:
             self._job_data = dumps((make_item_call(job), job.timeout), foreign=True)
         except Exception as exc:

@@ -13,7 +13,7 @@ import dask
 import distributed
 
 from .._settings import Settings
-from ._remote import ClusterExecutor, refuse_process_settings, run_chunk
+from ._remote import ClusterExecutor, run_chunk
 
 __all__ = ["DaskExecutor", "create"]
 
@@ -29,27 +29,34 @@ class DaskExecutor(ClusterExecutor):
     """Chunks as Dask futures, collected with `distributed.wait(FIRST_COMPLETED)`."""
 
     def __init__(self, settings: Settings) -> None:
-        refuse_process_settings(settings)
-        given = settings.backend if not isinstance(settings.backend, str) else None
-        self._client: Any = given or _active_client()
+        super().__init__(settings)
+        self._client: Any = settings.backend if not isinstance(settings.backend, str) else None
         self._cluster: Any = None
+
+    def _connect(self) -> int:
+        self._client = self._client or _active_client()
         if self._client is None:
             from .process import usable_cpus
 
-            workers = settings.workers or usable_cpus()
-            # Our runner retries items itself (`retries`): a task whose worker died
-            # is reported at once instead of being re-run by the scheduler.
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            # Our runner counts `retries` itself, so a task whose worker died is
+            # reported at once (allowed-failures 0), and each worker holds only the
+            # task it runs (saturation 1.0), so a death can only be that task's.
+            config = {
+                "distributed.scheduler.allowed-failures": 0,
+                "distributed.scheduler.worker-saturation": 1.0,
+            }
+            with dask.config.set(config):
                 self._cluster = distributed.LocalCluster(
-                    n_workers=workers,
+                    n_workers=self._settings.workers or usable_cpus(),
                     threads_per_worker=1,
                     processes=True,
+                    host="127.0.0.1",
+                    scheduler_port=0,
                     dashboard_address=None,
                 )
                 self._client = distributed.Client(self._cluster)
-        else:
-            workers = settings.workers or max(1, sum(self._client.nthreads().values()))
-        super().__init__(settings, workers)
+        threads: dict[str, int] = self._client.nthreads()
+        return max(1, sum(threads.values()))
 
     def _submit_task(self, job_data: bytes, items: list[Any]) -> Any:
         return self._client.submit(run_chunk, job_data, items, pure=False)
@@ -71,6 +78,7 @@ class DaskExecutor(ClusterExecutor):
             self._client.close()
             self._cluster.close()
             self._cluster = self._client = None
+            self._connected = False
 
 
 def create(settings: Settings) -> DaskExecutor:

@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 from .._settings import Settings
-from ._remote import ClusterExecutor, refuse_process_settings, run_chunk
+from ._remote import ClusterExecutor, run_chunk
 
 __all__ = ["RayExecutor", "create"]
 
@@ -20,20 +20,22 @@ class RayExecutor(ClusterExecutor):
     """Chunks as Ray object refs, collected with `ray.wait`."""
 
     def __init__(self, settings: Settings) -> None:
-        refuse_process_settings(settings)
-        self._started = not ray.is_initialized()
-        if self._started:
+        super().__init__(settings)
+        self._started = False
+        # Our runner counts `retries` itself: no retry by Ray.
+        self._task: Any = ray.remote(max_retries=0)(run_chunk)
+
+    def _connect(self) -> int:
+        if not ray.is_initialized():
             ray.init(
-                num_cpus=settings.workers,
-                _node_ip_address="127.0.0.1",  # a local cluster talks over loopback only
+                num_cpus=self._settings.workers,
+                _node_ip_address="127.0.0.1",  # a local instance: ask for loopback
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
             )
-        workers = settings.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        # Our runner retries items itself (`retries`): no retry by Ray.
-        self._task: Any = ray.remote(max_retries=0)(run_chunk)
-        super().__init__(settings, workers)
+            self._started = True
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def _submit_task(self, job_data: bytes, items: list[Any]) -> Any:
         return self._task.remote(job_data, items)
@@ -56,7 +58,7 @@ class RayExecutor(ClusterExecutor):
 
     def shutdown(self) -> None:
         if self._started:
-            self._started = False
+            self._started = self._connected = False
             ray.shutdown()
 
 
