@@ -252,6 +252,16 @@ def hang_settings(settings: dict[str, Any], how: str) -> tuple[dict[str, Any], f
 # -- the matrix --------------------------------------------------------------------------
 
 
+def two_arg_error_round_trips() -> bool:
+    """Whether `TwoArgError` pickles both ways here: once Ray has been initialised in
+    the test process it patches exception pickling, and fork children inherit that."""
+    try:
+        pickle.loads(pickle.dumps(faults.TwoArgError(1, "probe")))
+    except TypeError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize(
     ("settings", "where", "how", "mode"), matrix_cases(), indirect=["settings"]
 )
@@ -260,6 +270,8 @@ def test_fault_fails_only_its_item(
 ) -> None:
     kind = backend_kind(settings)
     expected = (PROCESS_EXPECTED if kind == "process" else LOCAL_EXPECTED)[where, how]
+    if (where, how) == (REBUILD_ERROR, UNPICKLABLE) and two_arg_error_round_trips():
+        pytest.skip("an earlier test patched exception pickling in this process (ray.init)")
     extra, hang_seconds = hang_settings(settings, how)
     fault = Fault(where, how, BAD, os.getpid(), hang_seconds)
     items = faults.make_items(COUNT, fault)

@@ -24,10 +24,6 @@ from ._items import run_items
 
 __all__ = ["ClusterExecutor", "refuse_process_settings", "run_chunk"]
 
-# Tasks in flight per cluster worker: a scheduler takes milliseconds to hand a worker
-# its next task, so each worker keeps a few queued; more would only read further ahead.
-TASKS_PER_WORKER = 4
-
 Message = tuple[int, list[Any], "tuple[BaseException, str] | None"]
 
 
@@ -98,6 +94,9 @@ class ClusterExecutor:
     """The parent side of a cluster backend; subclasses talk to the cluster."""
 
     workers: int
+    # Tasks in flight per cluster worker: a scheduler takes milliseconds to hand a
+    # worker its next task, so a few queued hide that; more would only read ahead.
+    tasks_per_worker = 4
 
     def __init__(self, settings: Settings) -> None:
         refuse_process_settings(settings)
@@ -152,7 +151,7 @@ class ClusterExecutor:
         return self._sizer.size
 
     def has_room(self) -> bool:
-        return len(self._tasks) < TASKS_PER_WORKER * self.workers
+        return len(self._tasks) < self.tasks_per_worker * self.workers
 
     def submit(self, start: int, items: list[Any]) -> None:
         self._tasks[self._submit_task(self._job_data, items)] = (start, items)

@@ -28,6 +28,10 @@ def _active_client() -> Any:
 class DaskExecutor(ClusterExecutor):
     """Chunks as Dask futures, collected with `distributed.wait(FIRST_COMPLETED)`."""
 
+    # Dask places queued tasks on the workers themselves, and a dying worker fails
+    # every task it holds: one task per worker keeps a death to the item it ran.
+    tasks_per_worker = 1
+
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._client: Any = settings.backend if not isinstance(settings.backend, str) else None
