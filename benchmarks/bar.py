@@ -1,0 +1,258 @@
+"""The bar of BENCHMARKS.md ("The bar parallelize must clear"), checked on one run.
+
+Each line of that list becomes a `BarLine` of `Check`s, one per parallelize variant
+and condition, with the numbers that decided it. Nothing here is tolerant of noise:
+"at least as fast" means a median no larger than the peer's, in this run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from .results import RunResults
+
+__all__ = ["BarLine", "Check", "check_bar"]
+
+W2_SPEEDUP = 1.9
+W3_SLACK = 1.10  # within 10 % of the ideal
+W4_WARM_SECONDS = 0.005
+W6_RSS_MIB = 50.0
+# "No faster growth with 10x the input": growth at 10x may exceed growth at 1x by
+# this factor plus this much (RSS moves by a few MiB on its own); growth that scaled
+# with the input would be ~10x.
+W6_SCALING_FACTOR = 2.0
+W6_SCALING_SLACK_MIB = 4.0
+W6S_READ_AHEAD = 5_000  # "at most a few thousand items drawn ahead"
+W7_COST = 1.05
+DASK_SLACK = 1.10
+
+COLD = ("parallelize ordered cold", "parallelize unordered cold")
+WARM = ("parallelize ordered warm", "parallelize unordered warm")
+ITER = ("parallelize.iter ordered", "parallelize.iter unordered")
+
+
+@dataclasses.dataclass
+class Check:
+    label: str
+    ok: bool | None  # None: not measured in this run
+    detail: str
+
+
+@dataclasses.dataclass
+class BarLine:
+    line: str
+    checks: list[Check]
+
+    @property
+    def verdict(self) -> str:
+        measured = [c.ok for c in self.checks if c.ok is not None]
+        if not measured:
+            return "not measured"
+        if all(measured):
+            return "clears" if len(measured) == len(self.checks) else "clears (partly measured)"
+        return "misses" if not any(measured) else "partly"
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:.3g} s" if seconds >= 0.01 else f"{seconds * 1000:.3g} ms"
+
+
+def _failed(results: RunResults, implementation: str, workload: str, label: str) -> Check | None:
+    """A Check for a row that did not give a time, or None if it did."""
+    pair = results.pair(implementation, workload)
+    if pair is None:
+        return Check(label, None, f"{workload} not measured")
+    if pair["status"] != "ok":
+        return Check(label, False, f"{workload}: {pair['status']}: {pair['error']}")
+    return None
+
+
+def _versus_best_peer(
+    results: RunResults, rows: tuple[str, ...], workload: str, label: str = ""
+) -> list[Check]:
+    checks: list[Check] = []
+    best = results.best_peer(workload)
+    for row in rows:
+        name = f"{row}{label}"
+        failed = _failed(results, row, workload, name)
+        if failed is not None:
+            checks.append(failed)
+            continue
+        seconds = results.median(row, workload)
+        assert seconds is not None
+        if best is None:
+            checks.append(Check(name, None, f"{_fmt(seconds)}; no peer measured"))
+            continue
+        ok = seconds <= best[1]
+        detail = f"{_fmt(seconds)} vs {best[0]} {_fmt(best[1])} ({seconds / best[1]:.2f}x)"
+        checks.append(Check(name, ok, detail))
+    return checks
+
+
+def _against(
+    results: RunResults,
+    rows: tuple[str, ...],
+    workload: str,
+    test: Callable[[str, float], tuple[bool | None, str]],
+    label: str = "",
+) -> list[Check]:
+    checks: list[Check] = []
+    for row in rows:
+        failed = _failed(results, row, workload, f"{row}{label}")
+        if failed is not None:
+            checks.append(failed)
+            continue
+        seconds = results.median(row, workload)
+        assert seconds is not None
+        ok, detail = test(row, seconds)
+        checks.append(Check(f"{row}{label}", ok, detail))
+    return checks
+
+
+def _w1(results: RunResults) -> list[BarLine]:
+    warm = BarLine(
+        "W1: ordered and unordered at least as fast as the fastest peer, warm",
+        _versus_best_peer(results, WARM, "W1"),
+    )
+    best = results.best_peer("W1")
+
+    def cold_test(row: str, seconds: float) -> tuple[bool | None, str]:
+        if best is None:
+            return None, f"{_fmt(seconds)}; no peer measured"
+        startup = results.median(best[0], "W4-fork")
+        if startup is None:
+            return None, f"{_fmt(seconds)}; {best[0]} has no W4 fork time"
+        limit = best[1] + startup
+        detail = (
+            f"{_fmt(seconds)} vs {best[0]} {_fmt(best[1])} + its W4 start-up "
+            f"{_fmt(startup)} = {_fmt(limit)}"
+        )
+        return seconds <= limit, detail
+
+    cold = BarLine(
+        "W1 cold: no slower than the fastest peer plus that peer's W4 start-up",
+        _against(results, COLD, "W1", cold_test),
+    )
+    return [warm, cold]
+
+
+def _w2(results: RunResults) -> BarLine:
+    serial = results.median("serial", "W2")
+
+    def test(row: str, seconds: float) -> tuple[bool | None, str]:
+        if serial is None:
+            return None, f"{_fmt(seconds)}; serial not measured"
+        speedup = serial / seconds
+        return speedup >= W2_SPEEDUP, f"{_fmt(seconds)}: {speedup:.2f}x serial {_fmt(serial)}"
+
+    return BarLine("W2: >= 1.9x faster than serial", _against(results, COLD + WARM, "W2", test))
+
+
+def _w3(results: RunResults, ideal: float) -> BarLine:
+    def test(row: str, seconds: float) -> tuple[bool | None, str]:
+        return seconds <= ideal * W3_SLACK, f"{_fmt(seconds)} ({seconds / ideal:.3f}x the ideal)"
+
+    return BarLine(
+        f"W3: within 10 % of the {ideal:.3g} s ideal",
+        _against(results, COLD + WARM, "W3", test),
+    )
+
+
+def _w4(results: RunResults) -> BarLine:
+    def test(row: str, seconds: float) -> tuple[bool | None, str]:
+        return seconds < W4_WARM_SECONDS, f"second call {_fmt(seconds)} (bar: under 5 ms)"
+
+    checks: list[Check] = []
+    for workload in ("W4-fork", "W4-spawn"):
+        checks += _versus_best_peer(results, COLD, workload, f", {workload}")
+        checks += _against(results, WARM, workload, test, f", {workload}")
+    return BarLine(
+        "W4: at least as fast as the fastest peer under fork and spawn; "
+        "keep_alive second call of 10 items under 5 ms",
+        checks,
+    )
+
+
+def _w5(results: RunResults) -> BarLine:
+    return BarLine(
+        "W5: at least as fast as the fastest peer",
+        _versus_best_peer(results, COLD + WARM, "W5"),
+    )
+
+
+def _w6(results: RunResults) -> BarLine:
+    checks = _versus_best_peer(results, ITER, "W6")
+    for row in ITER:
+        big = results.worst(row, "W6", "rss_growth_mib")
+        small = results.worst(row, "W6-small", "rss_growth_mib")
+        if big is None:
+            checks.append(Check(f"{row} RSS", None, "not measured"))
+        else:
+            checks.append(
+                Check(f"{row} RSS", big < W6_RSS_MIB, f"peak RSS growth +{big:.1f} MiB (< 50)")
+            )
+        if big is not None and small is not None:
+            ok = big <= W6_SCALING_FACTOR * small + W6_SCALING_SLACK_MIB
+            detail = f"+{big:.1f} MiB with 10x the input of W6 1/10's +{small:.1f} MiB"
+            checks.append(Check(f"{row} RSS scaling", ok, detail))
+        else:
+            checks.append(Check(f"{row} RSS scaling", None, "not measured"))
+        ahead = results.worst(row, "W6s", "read_ahead")
+        failed = _failed(results, row, "W6s", f"{row} W6s")
+        if failed is not None:
+            checks.append(failed)
+        elif ahead is not None:
+            total = results.run["settings"]["w6s_items"]
+            detail = f"{ahead:,.0f} of {total:,} items drawn ahead of the consumer"
+            checks.append(Check(f"{row} W6s", ahead <= W6S_READ_AHEAD, detail))
+    return BarLine(
+        "W6: .iter() as fast as the fastest peer, RSS growth < 50 MiB and not growing "
+        "with 10x the input, W6s read-ahead of at most a few thousand items",
+        checks,
+    )
+
+
+def _w7(results: RunResults) -> BarLine:
+    checks: list[Check] = []
+    for row in COLD + WARM:
+        failed = _failed(results, row, "W7", row)
+        if failed is not None:
+            checks.append(failed)
+            continue
+        pair = results.ok(row, "W7")
+        assert pair is not None
+        ratio = float(pair["progress_ratio"])
+        detail = (
+            f"{_fmt(pair['median'])} with the bar vs {_fmt(pair['plain_median'])} "
+            f"without: {ratio:.3f}x"
+        )
+        checks.append(Check(row, ratio <= W7_COST, detail))
+    return BarLine("W7: progress costs <= 5 %", checks)
+
+
+def _dask(results: RunResults) -> BarLine:
+    dask = results.median("dask", "W2")
+
+    def test(row: str, seconds: float) -> tuple[bool | None, str]:
+        if dask is None:
+            return None, f"{_fmt(seconds)}; dask client.map not measured"
+        return seconds <= dask * DASK_SLACK, f"{_fmt(seconds)} vs client.map {_fmt(dask)}"
+
+    return BarLine(
+        "dask backend: W2 within 10 % of dask's own client.map on the same cluster",
+        _against(results, ("parallelize dask backend",), "W2", test),
+    )
+
+
+def check_bar(results: RunResults, w3_ideal: float) -> list[BarLine]:
+    return [
+        *_w1(results),
+        _w2(results),
+        _w3(results, w3_ideal),
+        _w4(results),
+        _w5(results),
+        _w6(results),
+        _w7(results),
+        _dask(results),
+    ]

@@ -1,0 +1,128 @@
+"""Every row of the table: its name, how to build it, and which workloads it runs.
+
+A row runs the workloads BENCHMARKS.md gives it: W4 under spawn has no joblib row
+(loky starts workers its own way), W6 only rows that stream lazily, dask only W2,
+W7 only parallelize. `--impl` selects rows by name or by name prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from .ours import ParallelizeSession
+from .peers import PEERS
+from .session import Session, Setup
+
+__all__ = ["IMPLEMENTATIONS", "Implementation", "find", "select_implementations"]
+
+MAPS = frozenset({"W1", "W2", "W3", "W5"})
+STARTUP = frozenset({"W4-fork", "W4-spawn"})
+STREAM = frozenset({"W6", "W6-small", "W6s"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+    """One row: a peer or a parallelize variant."""
+
+    name: str
+    make: Callable[[Setup], Session]
+    workloads: frozenset[str]
+    ours: bool = False  # a parallelize row: highlighted, never "the best peer"
+    warm: bool = False  # W4 then times only the call (the pool already runs)
+    # The workloads --quick runs this row on, unless --impl names it (None: all of its
+    # workloads), so that --quick stays within its 60 s budget: rows whose library
+    # costs a second or more a pair in imports and start-up (joblib, mpire, dask) get
+    # a smoke test only, or none for an unordered twin; per-item forms of a library
+    # measured in another row (apply_async, the executor's chunksize=1) run W1 only.
+    quick: frozenset[str] | None = None
+
+    def runs(self, workload: str, *, quick: bool) -> bool:
+        if workload not in self.workloads:
+            return False
+        return not quick or self.quick is None or workload in self.quick
+
+
+SMOKE = frozenset({"W1", "W6"})  # a map call and a streaming call
+ONLY_W1 = frozenset({"W1"})  # a slower form of a library measured in another row
+NONE: frozenset[str] = frozenset()
+
+
+def _peer(
+    name: str, workloads: frozenset[str], quick: frozenset[str] | None = None
+) -> Implementation:
+    return Implementation(name, PEERS[name], workloads, quick=quick)
+
+
+def _ours(
+    name: str,
+    workloads: frozenset[str],
+    *,
+    ordered: bool,
+    warm: bool,
+    dask: bool = False,
+    quick: frozenset[str] | None = None,
+) -> Implementation:
+    def make(setup: Setup) -> Session:
+        return ParallelizeSession(setup, ordered=ordered, warm=warm, dask=dask)
+
+    return Implementation(name, make, workloads, ours=True, warm=warm, quick=quick)
+
+
+IMPLEMENTATIONS: tuple[Implementation, ...] = (
+    _peer("serial", MAPS | STREAM),
+    _peer("pool_map", MAPS | STARTUP | STREAM),
+    _peer("pool_apply_async_cb", MAPS | STARTUP, quick=ONLY_W1),
+    _peer("pool_imap_unordered", MAPS | STARTUP | STREAM),
+    _peer("futures_map", MAPS | STARTUP, quick=ONLY_W1),
+    _peer("futures_map_auto", MAPS | STARTUP | STREAM),
+    _peer("joblib", MAPS | {"W4-fork"} | STREAM, quick=SMOKE),
+    _peer("joblib_unordered", MAPS | {"W4-fork"}, quick=NONE),
+    _peer("mpire", MAPS | STARTUP | STREAM, quick=SMOKE),
+    _peer("mpire_unordered", MAPS | STARTUP, quick=NONE),
+    _peer("tqdm_process_map", MAPS | STARTUP),
+    _peer("pebble", MAPS | STARTUP | STREAM),
+    _peer("dask", frozenset({"W2"}), quick=NONE),
+    _ours("parallelize ordered cold", MAPS | STARTUP | {"W7"}, ordered=True, warm=False),
+    _ours("parallelize unordered cold", MAPS | STARTUP | {"W7"}, ordered=False, warm=False),
+    _ours("parallelize ordered warm", MAPS | STARTUP | {"W7"}, ordered=True, warm=True),
+    _ours("parallelize unordered warm", MAPS | STARTUP | {"W7"}, ordered=False, warm=True),
+    _ours("parallelize.iter ordered", STREAM, ordered=True, warm=False),
+    _ours("parallelize.iter unordered", STREAM, ordered=False, warm=False),
+    _ours(
+        "parallelize dask backend",
+        frozenset({"W2"}),
+        ordered=True,
+        warm=False,
+        dask=True,
+        quick=NONE,
+    ),
+)
+
+
+def _key(name: str) -> str:
+    return name.lower().replace(" ", "_").replace("-", "_").replace(".", "_")
+
+
+def find(name: str) -> Implementation:
+    for implementation in IMPLEMENTATIONS:
+        if implementation.name == name:
+            return implementation
+    raise KeyError(name)
+
+
+def select_implementations(tokens: Sequence[str] | None) -> list[Implementation]:
+    """Rows named by `--impl`: a full name or a prefix (`parallelize`, `pool`, `joblib`)."""
+    if not tokens:
+        return list(IMPLEMENTATIONS)
+    wanted = [_key(t) for t in tokens if t.strip()]
+
+    def matches(implementation: Implementation, token: str) -> bool:
+        key = _key(implementation.name)
+        return key == token or key.startswith(token + "_")
+
+    unknown = [t for t in wanted if not any(matches(i, t) for i in IMPLEMENTATIONS)]
+    if unknown:
+        known = ", ".join(i.name for i in IMPLEMENTATIONS)
+        raise SystemExit(f"--impl: unknown implementation {', '.join(unknown)}; known: {known}")
+    return [i for i in IMPLEMENTATIONS if any(matches(i, t) for t in wanted)]

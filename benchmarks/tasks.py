@@ -1,0 +1,53 @@
+"""The per-item functions the workloads run, in a module every worker can import.
+
+They live here, not in the runner, so `spawn` workers find them by name. This module
+imports nothing heavy: every worker process of every implementation imports it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+__all__ = ["array_sum", "identity", "sleep_item", "sleep_item_short", "spin", "square"]
+
+# W3: item v sleeps `SLEEP_BASE - v * SLEEP_STEP` seconds (0.5 s down to 0.05 s).
+SLEEP_BASE = 0.5
+SLEEP_STEP = 0.05
+# --quick runs W3 with every sleep scaled by this, to fit the 60 s budget.
+QUICK_SLEEP_SCALE = 0.1
+
+
+def square(x: int) -> int:
+    """W1, W4, W7: the smallest useful item (per-item overhead dominates)."""
+    return x * x
+
+
+def spin(loops: int) -> int:
+    """W2: a pure-Python loop of `loops` steps; returns `loops * (loops - 1) // 2`."""
+    total = 0
+    for i in range(loops):
+        total += i
+    return total
+
+
+def sleep_item(v: int) -> int:
+    """W3: item `v` sleeps `0.5 - 0.05 v` seconds, so items are uneven."""
+    time.sleep(SLEEP_BASE - v * SLEEP_STEP)
+    return v
+
+
+def sleep_item_short(v: int) -> int:
+    """W3 under --quick: `sleep_item` with every sleep scaled by `QUICK_SLEEP_SCALE`."""
+    time.sleep((SLEEP_BASE - v * SLEEP_STEP) * QUICK_SLEEP_SCALE)
+    return v
+
+
+def array_sum(array: Any) -> float:
+    """W5: a numpy array in, one float out: the cost is moving the array."""
+    return float(array.sum())
+
+
+def identity(x: int) -> int:
+    """W6, W6s: nothing but the round trip of each item."""
+    return x
