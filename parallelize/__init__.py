@@ -8,8 +8,12 @@ def download(url): ...
 pages = download(urls)
 """
 
-from ._decorator import ParallelFunction, parallel
+from typing import TYPE_CHECKING, Any
+
 from ._errors import ParallelError, TaskTimeoutError, WorkerLostError
+
+if TYPE_CHECKING:
+    from ._decorator import ParallelFunction, parallel
 
 __all__ = [
     "parallel",
@@ -18,3 +22,13 @@ __all__ = [
     "TaskTimeoutError",
     "WorkerLostError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The decorator (and wrapt) load on first use, not on import: a worker process,
+    # which imports this package to run its items, never needs them.
+    if name in ("parallel", "ParallelFunction"):
+        from . import _decorator
+
+        return getattr(_decorator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

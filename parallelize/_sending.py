@@ -23,6 +23,9 @@ from typing import Any
 __all__ = ["dumps", "importable", "load_wrapped", "loads", "unwrapped_attribute"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+# Contiguous buffers at least this large travel out of band when the caller asks
+# (`dumps(..., buffers=[])`): smaller ones cost less to copy than to frame.
+OUT_OF_BAND_BYTES = 64 * 1024
 _FOREIGN: contextvars.ContextVar[bool] = contextvars.ContextVar("foreign", default=False)
 
 
@@ -36,9 +39,14 @@ def load_wrapped(module: str, qualname: str) -> Any:
 
 def unwrap(obj: Any) -> Any:
     """The single-item function behind a parallel wrapper; anything else unchanged."""
-    from ._decorator import is_parallel_function
+    return obj.__wrapped__ if _is_parallel_function(obj) else obj
 
-    return obj.__wrapped__ if is_parallel_function(obj) else obj
+
+def _is_parallel_function(obj: Any) -> bool:
+    # Without the decorator module loaded there is no wrapper to find; a worker
+    # process that runs plain functions never pays for importing it (and wrapt).
+    decorator = sys.modules.get("parallelize._decorator")
+    return decorator is not None and bool(decorator.is_parallel_function(obj))
 
 
 def importable(module_name: str | None) -> bool:
@@ -67,12 +75,10 @@ def unwrapped_attribute(owner: Any, name: str) -> Any:
 
 def _by_reference(obj: Any) -> tuple[Any, ...] | None:
     """A reduce value naming the wrapper that now stands where `obj` was defined."""
-    from ._decorator import is_parallel_function
-
     if isinstance(obj, types.MethodType):
         name = getattr(obj.__func__, "__name__", "")
         attribute = getattr(obj.__self__, name, None)
-        if is_parallel_function(attribute) and unwrap(attribute) == obj:
+        if _is_parallel_function(attribute) and unwrap(attribute) == obj:
             return (unwrapped_attribute, (obj.__self__, name))
         return None
     if not isinstance(obj, types.FunctionType):
@@ -87,7 +93,7 @@ def _by_reference(obj: Any) -> tuple[Any, ...] | None:
             owner = getattr(owner, part)
     except AttributeError:
         return None
-    if owner is not obj and is_parallel_function(owner) and unwrap(owner) is obj:
+    if owner is not obj and _is_parallel_function(owner) and unwrap(owner) is obj:
         return (load_wrapped, (module_name, qualname))
     return None
 
@@ -110,26 +116,52 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def dumps(obj: Any, *, foreign: bool = False) -> bytes:
+def dumps(obj: Any, *, foreign: bool = False, buffers: list[memoryview] | None = None) -> bytes:
     """Pickle `obj` for another process: plain pickle, then by reference to wrapped
     functions, then cloudpickle for what must travel by value.
 
     `foreign=True` is for a process that does not run our `__main__` at all (a Dask
-    or Ray worker): everything defined in `__main__` then travels by value.
+    or Ray worker): everything defined in `__main__` then travels by value. With
+    `buffers`, large buffers are appended there instead (pickle protocol 5, out of
+    band); `loads` then needs them back in the same order.
     """
     token = _FOREIGN.set(foreign)
     try:
-        return _dumps(obj)
+        return _dumps(obj, buffers)
     finally:
         _FOREIGN.reset(token)
 
 
-def _dumps(obj: Any) -> bytes:
+def loads(data: Any, buffers: list[memoryview] | None = None) -> Any:
+    """Rebuild what `dumps` pickled, with the buffers it set apart."""
+    return pickle.loads(data, buffers=buffers)
+
+
+def _out_of_band(buffers: list[memoryview] | None) -> Any:
+    """A protocol 5 `buffer_callback` that sets large contiguous buffers apart."""
+    if buffers is None:
+        return None
+    buffers.clear()
+
+    def set_apart(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            view = buffer.raw()
+        except BufferError:  # not contiguous: pickled in band
+            return True
+        if view.nbytes < OUT_OF_BAND_BYTES:
+            return True
+        buffers.append(view)
+        return False
+
+    return set_apart
+
+
+def _dumps(obj: Any, buffers: list[memoryview] | None) -> bytes:
     # Not plain `pickle.dumps`: a bound method would arrive as its parallel wrapper.
     # The override costs nothing for ints, strs, lists and the like (never consulted).
     buffer = io.BytesIO()
     try:
-        _Pickler(buffer, PROTOCOL).dump(obj)
+        _Pickler(buffer, PROTOCOL, buffer_callback=_out_of_band(buffers)).dump(obj)
         return buffer.getvalue()
     except Exception:
         pass
@@ -137,16 +169,11 @@ def _dumps(obj: Any) -> bytes:
 
     class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
         def reducer_override(self, obj: Any) -> Any:
-            from ._decorator import is_parallel_function
-
-            if is_parallel_function(obj):  # a proxy that passes for a function
+            if _is_parallel_function(obj):  # a proxy that passes for a function
                 return NotImplemented  # its own __reduce_ex__ decides
             reduced = _by_reference(obj)
             return super().reducer_override(obj) if reduced is None else reduced
 
     buffer = io.BytesIO()
-    _CloudPickler(buffer, PROTOCOL).dump(obj)
+    _CloudPickler(buffer, PROTOCOL, buffer_callback=_out_of_band(buffers)).dump(obj)
     return buffer.getvalue()
-
-
-loads = pickle.loads

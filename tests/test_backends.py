@@ -98,6 +98,17 @@ def test_module_level_decorated_function_with_its_own_settings() -> None:
     assert list(helpers.decorated_square.iter(range(3))) == [0, 1, 4]
 
 
+def _run_script(script: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=script.parent,
+        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_decorated_function_in_a_script(tmp_path: Path, method: str) -> None:
     script = tmp_path / "script.py"
@@ -118,14 +129,45 @@ def test_decorated_function_in_a_script(tmp_path: Path, method: str) -> None:
             """
         )
     )
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = _run_script(script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["[0, 1, 4, 9, 16]", "False"]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_workers_run_only_their_own_exit_handlers(tmp_path: Path, method: str) -> None:
+    """A forked worker must not run the exit handlers it inherited (the caller's:
+    think of a cluster client shutting down), as with multiprocessing; a spawned
+    worker runs those it registered itself, and prints what it printed."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import atexit, os, sys
+            from parallelize import parallel
+
+            def note(who):
+                with open(os.path.join({str(tmp_path)!r}, who + "-" + str(os.getpid())), "w"):
+                    pass
+
+            def register_in_worker():
+                atexit.register(note, "worker")
+                print("worker output", flush=False)
+
+            def square(x):
+                return x * x
+
+            if __name__ == "__main__":
+                atexit.register(note, "caller")
+                run = parallel(workers=2, start_method={method!r}, initializer=register_in_worker)
+                print(run(square)(range(5)))
+            """
+        )
+    )
+    done = _run_script(script)
+    assert done.returncode == 0, done.stderr
+    assert "[0, 1, 4, 9, 16]" in done.stdout
+    assert done.stdout.count("worker output") == 2
+    notes = [path.name.split("-")[0] for path in tmp_path.iterdir() if "-" in path.name]
+    own = 2 if method == "spawn" else 0  # fork children never run exit handlers
+    assert sorted(notes) == ["caller"] + ["worker"] * own

@@ -10,18 +10,17 @@ reports what happened to each of them, exactly once.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Callable
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
-from .._settings import Settings
+if TYPE_CHECKING:  # worker processes import this package: keep it light
+    from .._settings import Settings
 
 __all__ = ["Executor", "Failed", "Job", "Outcome", "create_executor", "make_item_call"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """What every item of one call runs: `func(item, *args, **kwargs)`."""
 
     func: Callable[..., Any]

@@ -1,18 +1,21 @@
 """The child side of the process backend: the loop each worker process runs.
 
-Kept apart from `process.py` so a worker imports only what it needs. Messages are
-pickled tuples. From the parent: `("job", id, payload)`, `("chunk", seq, items,
-track)` or `None` to stop. To the parent: a run of results (see `run_message`),
+Kept apart from `process.py` so a worker imports only what it needs. Messages go
+through `_wire`: a pickled envelope plus raw buffers. From the parent: `("job", id,
+payload)`, `("chunk", seq, track)` with the pickled items and their out-of-band
+buffers, or `None` to stop. To the parent: a run of results (see `run_message`),
 `("u", seq, error)` when a chunk could not be read, `("j", id, error)` when a job
 could not be loaded, `("i", error)` when the initializer failed.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pickle
 import signal
+import sys
 import time
 from typing import Any
 
@@ -20,6 +23,8 @@ from .._context import mark_worker_process
 from .._sending import dumps, loads
 from ._crossing import error_payload, result_errors, unsendable
 from ._items import run_items
+from ._wire import receive
+from ._wire import send as send_message
 
 __all__ = ["worker_main"]
 
@@ -35,6 +40,7 @@ def worker_main(
     slot: int,
     init_payload: bytes | None,
     close_fds: list[int],
+    spawned: bool,
 ) -> None:
     """Run chunks from `tasks` until told to stop or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -44,8 +50,8 @@ def worker_main(
     mark_worker_process()
     base = slot * SLOT_FIELDS
 
-    def send(message: tuple[Any, ...]) -> None:
-        results.send_bytes(dumps(message))
+    def send(message: tuple[Any, ...], buffers: list[Any] | None = None) -> None:
+        send_message(results, dumps(message), buffers or ())
 
     if init_payload is not None:
         try:
@@ -59,11 +65,13 @@ def worker_main(
     timed = False
     while True:
         try:
-            data = tasks.recv_bytes()
+            envelope, buffers = receive(tasks)
         except (EOFError, OSError):
             return  # the parent is gone
-        message = pickle.loads(data)
+        message = pickle.loads(envelope)
         if message is None:
+            if spawned:
+                _exit_quickly()
             return
         if message[0] == "job":
             _, job_id, payload = message
@@ -73,16 +81,34 @@ def worker_main(
                 call = None
                 send(("j", job_id, error_payload(exc)))
             continue
-        _, seq, items_data, track = message
+        _, seq, track = message
         slots[base + 1] = -1.0
         slots[base] = seq
         try:
-            items = loads(items_data)
+            items = loads(buffers[0], buffers[1:])
         except BaseException as exc:
             send(("u", seq, error_payload(exc)))
             continue
         tracker = _tracker(slots, base, timed) if track else None
         run_items(call, items, _reporter(send, slots, base, seq), tracker)
+
+
+def _exit_quickly() -> None:
+    """End a spawned worker told to stop without tearing its interpreter down.
+
+    Fork and forkserver children already end with `os._exit` (and must not run the
+    exit handlers they inherited: the parent's). A spawned one would otherwise tear
+    its whole interpreter down, tens of milliseconds the caller waits for with a few
+    libraries loaded. Its own exit handlers still run and its output is flushed.
+    Under coverage measurement it ends normally, so coverage saves its data.
+    """
+    if "coverage" in sys.modules:
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def _reporter(send: Any, slots: Any, base: int, seq: int) -> Any:
@@ -94,7 +120,7 @@ def _reporter(send: Any, slots: Any, base: int, seq: int) -> Any:
         failure = None if error is None else error_payload(error)
         elapsed = None if error is not None else time.perf_counter() - began
         try:
-            send(run_message(seq, offset, values, failure, elapsed))
+            send(*run_message(seq, offset, values, failure, elapsed))
         except Exception:
             _report_unsendable(send, seq, offset, values, failure, elapsed)
 
@@ -103,11 +129,13 @@ def _reporter(send: Any, slots: Any, base: int, seq: int) -> Any:
 
 def run_message(
     seq: int, offset: int, values: list[Any], failure: Any, elapsed: float | None
-) -> tuple[Any, ...]:
+) -> tuple[tuple[Any, ...], list[Any]]:
     """A run of results, its body pickled apart: the parent can read the envelope even
-    when a result or exception cannot be rebuilt there, and knows which items it held."""
-    body = dumps((values, failure))
-    return ("r", seq, offset, len(values), failure is not None, body, elapsed)
+    when a result or exception cannot be rebuilt there, and knows which items it held.
+    The body and its out-of-band buffers are the message's buffers."""
+    buffers: list[Any] = []
+    body = dumps((values, failure), buffers=buffers)
+    return ("r", seq, offset, len(values), failure is not None, elapsed), [body, *buffers]
 
 
 def _report_unsendable(
@@ -117,9 +145,9 @@ def _report_unsendable(
     start = 0
     for bad, exc in result_errors(values):
         error = unsendable(exc, "the result, to be sent back to the parent process,")
-        send(run_message(seq, offset + start, values[start:bad], error_payload(error), None))
+        send(*run_message(seq, offset + start, values[start:bad], error_payload(error), None))
         start = bad + 1
-    send(run_message(seq, offset + start, values[start:], failure, elapsed))
+    send(*run_message(seq, offset + start, values[start:], failure, elapsed))
 
 
 def _tracker(slots: Any, base: int, timed: bool) -> Any:

@@ -41,6 +41,7 @@ from . import Failed, Job, Outcome, make_item_call
 from ._chunking import ChunkSizer
 from ._crossing import unsendable
 from ._process_worker import SLOT_FIELDS, worker_main
+from ._wire import receive, send, widen
 
 __all__ = ["ProcessExecutor", "create", "usable_cpus"]
 
@@ -58,6 +59,7 @@ PREFETCH_CHUNK_SECONDS = 0.005
 FRUITLESS_DEATHS_PER_WORKER = 3
 # Workers told to stop get this long to exit before they are killed.
 STOP_SECONDS = 1.0
+_STOP = pickle.dumps(None)
 
 
 def usable_cpus() -> int:
@@ -70,7 +72,7 @@ def usable_cpus() -> int:
 class _Chunk:
     """Consecutive items sent as one message; `reported` counts items answered."""
 
-    __slots__ = ("data", "items", "reported", "seq", "start", "tracked")
+    __slots__ = ("buffers", "envelope", "items", "reported", "seq", "size", "start", "tracked")
 
     def __init__(self, seq: int, start: int, items: list[Any]) -> None:
         self.seq = seq
@@ -78,7 +80,9 @@ class _Chunk:
         self.items = items
         self.reported = 0
         self.tracked = False
-        self.data: bytes | None = None
+        self.envelope: bytes | None = None  # set while encoded and not yet sent
+        self.buffers: list[Any] = []
+        self.size = 0  # bytes of the encoded message
 
 
 class _Worker:
@@ -115,7 +119,7 @@ class ProcessExecutor:
         self._sizer = ChunkSizer(settings.chunksize, self.workers)
         self._seq = 0
         self._job_id = 0
-        self._job_data = b""
+        self._job_message = b""
         self._job_name = ""
         self._timeout: float | None = None
         self._fruitless_deaths = 0
@@ -130,7 +134,7 @@ class ProcessExecutor:
             payload = dumps((make_item_call(job), job.timeout is not None))
         except Exception as exc:
             raise unsendable(exc, f"{self._job_name}() or its extra arguments") from exc
-        self._job_data = pickle.dumps(("job", self._job_id, payload), pickle.HIGHEST_PROTOCOL)
+        self._job_message = pickle.dumps(("job", self._job_id, payload), pickle.HIGHEST_PROTOCOL)
         self._sizer.reset(total)
         if self._slots is None:
             self._slots = self._context.RawArray("d", SLOT_FIELDS * self.workers)
@@ -192,7 +196,7 @@ class ProcessExecutor:
         self._pool = [None] * self.workers
         for worker in workers:
             with contextlib.suppress(OSError):
-                worker.tasks.send_bytes(pickle.dumps(None))
+                send(worker.tasks, _STOP)
         deadline = time.monotonic() + STOP_SECONDS
         for worker in workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
@@ -203,15 +207,26 @@ class ProcessExecutor:
     def _spawn(self, slot: int) -> None:
         tasks_out, tasks_in = self._context.Pipe(duplex=False)
         results_out, results_in = self._context.Pipe(duplex=False)
+        widen(tasks_in)
+        widen(results_in)
         close_fds: list[int] = []
-        if self._context.get_start_method() == "fork":
+        method = self._context.get_start_method()
+        if method == "fork":
             close_fds = [tasks_in.fileno(), results_out.fileno()]
             for other in self._pool:
                 if other is not None:
                     close_fds += [other.tasks.fileno(), other.results.fileno()]
         process = self._context.Process(
             target=worker_main,
-            args=(tasks_out, results_in, self._slots, slot, self._init_payload, close_fds),
+            args=(
+                tasks_out,
+                results_in,
+                self._slots,
+                slot,
+                self._init_payload,
+                close_fds,
+                method == "spawn",
+            ),
             name=f"parallelize-worker-{slot}",
             daemon=True,
         )
@@ -239,11 +254,11 @@ class ProcessExecutor:
         """Send queued chunks to idle workers, or to busy ones if the message is small."""
         while self._queue:
             chunk = self._queue[0]
-            if chunk.data is None and not self._encode(chunk):
+            if chunk.envelope is None and not self._encode(chunk):
                 continue
-            assert chunk.data is not None
+            assert chunk.envelope is not None
             worker = self._pick_worker(
-                len(chunk.data) <= PREFETCH_BYTES
+                chunk.size <= PREFETCH_BYTES
                 and self._sizer.runs_within(len(chunk.items), PREFETCH_CHUNK_SECONDS)
             )
             if worker is None:
@@ -256,12 +271,13 @@ class ProcessExecutor:
             self._queue.popleft()
             try:
                 if worker.job_id != self._job_id:
-                    worker.tasks.send_bytes(self._job_data)
+                    send(worker.tasks, self._job_message)
                     worker.job_id = self._job_id
-                worker.tasks.send_bytes(chunk.data)
+                send(worker.tasks, chunk.envelope, chunk.buffers)
             except OSError:  # the worker died; its sentinel will tell collect()
                 worker.broken = True
-            chunk.data = None
+            chunk.envelope = None
+            chunk.buffers = []
             worker.in_flight.append(chunk)
             worker.items_sent += len(chunk.items)
 
@@ -282,14 +298,17 @@ class ProcessExecutor:
     def _encode(self, chunk: _Chunk) -> bool:
         """Pickle the chunk's message; fail the items that cannot be pickled."""
         chunk.tracked = self._timeout is not None or self._sizer.should_track(len(chunk.items))
+        out_of_band: list[memoryview] = []
         try:
-            items = dumps(chunk.items)
+            items = dumps(chunk.items, buffers=out_of_band)
         except Exception:
             self._queue.popleft()
             self._fail_unpicklable(chunk)
             return False
-        message = ("chunk", chunk.seq, items, chunk.tracked)
-        chunk.data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        message = ("chunk", chunk.seq, chunk.tracked)
+        chunk.envelope = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        chunk.buffers = [items, *out_of_band]
+        chunk.size = len(items) + sum(view.nbytes for view in out_of_band)
         return True
 
     def _fail_unpicklable(self, chunk: _Chunk) -> None:
@@ -325,21 +344,22 @@ class ProcessExecutor:
         """Handle every message waiting on `worker`'s result pipe."""
         try:
             while True:
-                self._handle(worker, pickle.loads(worker.results.recv_bytes()))
+                envelope, buffers = receive(worker.results)
+                self._handle(worker, pickle.loads(envelope), buffers)
                 if not worker.results.poll():
                     return
         except (EOFError, OSError):
             worker.broken = True  # it is exiting; its sentinel follows
 
-    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+    def _handle(self, worker: _Worker, message: tuple[Any, ...], buffers: list[memoryview]) -> None:
         kind = message[0]
         self._fruitless_deaths = 0
         if kind == "r":
-            _, _seq, offset, count, has_failure, body, elapsed = message
+            _, _seq, offset, count, has_failure, elapsed = message
             chunk = worker.in_flight[0]
             chunk.reported = offset + count + has_failure
             try:
-                values, failure = loads(body)
+                values, failure = loads(buffers[0], buffers[1:])
             except Exception as exc:
                 self._unrebuildable(chunk, offset, count + has_failure, exc)
             else:
@@ -384,7 +404,7 @@ class ProcessExecutor:
         if self._max_tasks is None or worker.in_flight or worker.items_sent < self._max_tasks:
             return
         with contextlib.suppress(OSError):
-            worker.tasks.send_bytes(pickle.dumps(None))
+            send(worker.tasks, _STOP)
         worker.process.join(STOP_SECONDS)
         self._discard(worker)
         self._spawn(worker.slot)
