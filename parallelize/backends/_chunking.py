@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["ChunkSizer"]
+__all__ = ["CLUSTER_CHUNK_SECONDS", "CHUNK_SECONDS", "ChunkSizer"]
 
 # A chunk aims to keep a worker busy this long: long enough that the per-message
 # cost (~0.1 ms) is lost in it, short enough that the progress bar moves smoothly
 # and the last chunks of a call end together.
 CHUNK_SECONDS = 0.02
+# On a cluster a task costs the scheduler milliseconds of round trip, not ~0.1 ms:
+# chunks there aim longer (Dask's own advice is tasks of 100 ms or more).
+CLUSTER_CHUNK_SECONDS = 0.2
 # Chunk size grows at most this fast from one chunk to the next, so a first few
 # fast items cannot make a chunk of thousands of slow ones.
 CHUNK_GROWTH = 16
@@ -24,9 +27,12 @@ TRACK_ITEM_SECONDS = 50e-6
 class ChunkSizer:
     """Chooses chunk sizes from how long items took (the user's `chunksize` wins)."""
 
-    def __init__(self, fixed: int | None, workers: int) -> None:
+    def __init__(
+        self, fixed: int | None, workers: int, chunk_seconds: float = CHUNK_SECONDS
+    ) -> None:
         self.fixed = fixed
         self.workers = workers
+        self.chunk_seconds = chunk_seconds
         self.size = fixed or 1
         self.cap = fixed or 1
         self.item_seconds: float | None = None
@@ -47,7 +53,7 @@ class ChunkSizer:
             per_item if self.item_seconds is None else (self.item_seconds + per_item) / 2
         )
         if self.fixed is None:
-            wanted = CHUNK_SECONDS / max(self.item_seconds, 1e-9)
+            wanted = self.chunk_seconds / max(self.item_seconds, 1e-9)
             self.size = max(1, min(int(wanted), self.cap, self.size * CHUNK_GROWTH))
 
     def runs_within(self, count: int, seconds: float) -> bool:

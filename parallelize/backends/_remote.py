@@ -18,7 +18,7 @@ from .._errors import RemoteTraceback, TaskTimeoutError, WorkerLostError
 from .._sending import dumps, loads
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
-from ._chunking import ChunkSizer
+from ._chunking import CLUSTER_CHUNK_SECONDS, ChunkSizer
 from ._crossing import error_payload, result_errors, unsendable
 from ._items import run_items
 
@@ -102,7 +102,7 @@ class ClusterExecutor:
         refuse_process_settings(settings)
         self._settings = settings
         self.workers = settings.workers or 1
-        self._sizer = ChunkSizer(settings.chunksize, self.workers)
+        self._sizer = ChunkSizer(settings.chunksize, self.workers, CLUSTER_CHUNK_SECONDS)
         self._connected = False
         self._tasks: dict[Any, tuple[int, list[Any]]] = {}  # future -> (start, items)
         self._job_data = b""
@@ -139,7 +139,7 @@ class ClusterExecutor:
             size = self._connect()
             self._connected = True
             self.workers = self._settings.workers or size
-            self._sizer = ChunkSizer(self._settings.chunksize, self.workers)
+            self._sizer = ChunkSizer(self._settings.chunksize, self.workers, CLUSTER_CHUNK_SECONDS)
         try:
             self._job_data = dumps((make_item_call(job), job.timeout), foreign=True)
         except Exception as exc:
