@@ -29,6 +29,8 @@ __all__ = ["PairFailed", "main", "run_pair"]
 # BENCHMARKS.md: the median of at least 3 repeats. More are run while the next one
 # would still end within this share of the pair's time limit.
 MIN_REPEATS = 3
+# W2: items timed serially before each repeat, for the speedup against serial.
+SERIAL_REFERENCE_ITEMS = 3
 BUDGET_SHARE = 0.6
 
 
@@ -68,7 +70,11 @@ def run_pair(spec: dict[str, Any]) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     began = clock()
     for _ in range(repeats):
-        runs.append(_once(implementation, workload, case, setup))
+        reference = _serial_reference(case) if workload.id == "W2" else None
+        run = _once(implementation, workload, case, setup)
+        if reference is not None:
+            run["serial_reference"] = reference
+        runs.append(run)
         # A slow row stops at MIN_REPEATS rather than run into the pair's time limit.
         spent = clock() - began
         projected = spent * (len(runs) + 1) / len(runs)
@@ -76,10 +82,26 @@ def run_pair(spec: dict[str, Any]) -> dict[str, Any]:
             break
     result: dict[str, Any] = {"status": "ok", "times": [r["seconds"] for r in runs]}
     result["median"] = median(result["times"])
-    for key in ("rss_growth_mib", "read_ahead"):
+    for key in ("rss_growth_mib", "read_ahead", "serial_reference"):
         if key in runs[0]:
             result[key] = [r[key] for r in runs]
     return result
+
+
+def _serial_reference(case: Case) -> float:
+    """W2 run serially, estimated from three items timed just before the repeat.
+
+    This machine's speed drifts over minutes (a hypervisor's other guests): a speedup
+    against a serial row measured minutes earlier says more about the drift than about
+    the row. Against this, the two are seconds apart.
+    """
+    assert case.items is not None
+    samples = []
+    for item in case.items[:SERIAL_REFERENCE_ITEMS]:
+        start = clock()
+        case.func(item)
+        samples.append(clock() - start)
+    return median(samples) * len(case.items)
 
 
 def _once(

@@ -36,13 +36,13 @@ def run_items(
     done = 0
     while True:
         values: list[Any] = []
-        append = values.append
         rest = items[done:] if done else items
         try:
             if track is None:
-                for item in rest:
-                    append(call(item))
+                # A loop in C; on an exception `values` keeps the results before it.
+                values.extend(map(call, rest))
             else:
+                append = values.append
                 for offset, item in enumerate(rest, done):
                     track(offset)
                     append(call(item))
