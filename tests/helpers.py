@@ -277,3 +277,11 @@ def scaled_in_place(array: Any, factor: float) -> Any:
     """Writes into the array it was given (it must arrive writable) and returns it."""
     array *= factor
     return array
+
+
+def first_starts_at_once(directory: str) -> None:
+    """Initializer: the first worker to start goes on; the others wait for a gate file."""
+    try:
+        os.close(os.open(os.path.join(directory, "first"), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        wait_for_path(os.path.join(directory, "gate"))

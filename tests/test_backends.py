@@ -98,6 +98,20 @@ def test_module_level_decorated_function_with_its_own_settings() -> None:
     assert list(helpers.decorated_square.iter(range(3))) == [0, 1, 4]
 
 
+def test_a_worker_still_starting_does_not_hold_up_the_call(
+    process_settings: dict[str, Any], tmp_path: Path
+) -> None:
+    """One worker is stuck in its initializer until after the call: the other runs
+    every item, and the stuck one is ended with the call, never given work."""
+    square = parallel(
+        **process_settings, initializer=helpers.first_starts_at_once, initargs=(str(tmp_path),)
+    )(helpers.square)
+    began = time.monotonic()
+    assert square(range(6)) == [0, 1, 4, 9, 16, 25]
+    assert time.monotonic() - began < helpers.GATE_SECONDS / 2
+    (tmp_path / "gate").touch()
+
+
 def _run_script(script: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(script)],
@@ -159,7 +173,7 @@ def test_workers_run_only_their_own_exit_handlers(tmp_path: Path, method: str) -
 
             if __name__ == "__main__":
                 atexit.register(note, "caller")
-                run = parallel(workers=2, start_method={method!r}, initializer=register_in_worker)
+                run = parallel(workers=1, start_method={method!r}, initializer=register_in_worker)
                 print(run(square)(range(5)))
             """
         )
@@ -167,7 +181,7 @@ def test_workers_run_only_their_own_exit_handlers(tmp_path: Path, method: str) -
     done = _run_script(script)
     assert done.returncode == 0, done.stderr
     assert "[0, 1, 4, 9, 16]" in done.stdout
-    assert done.stdout.count("worker output") == 2
+    assert done.stdout.count("worker output") == 1
     notes = [path.name.split("-")[0] for path in tmp_path.iterdir() if "-" in path.name]
-    own = 2 if method == "spawn" else 0  # fork children never run exit handlers
+    own = 1 if method == "spawn" else 0  # fork children never run exit handlers
     assert sorted(notes) == ["caller"] + ["worker"] * own

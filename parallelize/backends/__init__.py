@@ -65,7 +65,8 @@ class Executor(Protocol):
         """Whether any submitted item has not been reported yet."""
 
     def collect(self) -> list[Outcome]:
-        """Block until an outcome is ready or nothing is pending; return all ready ones."""
+        """Block until an outcome is ready, room for a chunk opens, or nothing is
+        pending; return the ready outcomes (possibly none)."""
 
     def finish(self, *, cancel: bool) -> None:
         """End the call; `cancel=True` drops unreported work and stops what runs it."""

@@ -3,7 +3,8 @@
 Kept apart from `process.py` so a worker imports only what it needs. Messages go
 through `_wire`: a pickled envelope plus raw buffers. From the parent: `("job", id,
 payload)`, `("chunk", seq, track)` with the pickled items and their out-of-band
-buffers, or `None` to stop. To the parent: a run of results (see `run_message`),
+buffers, or `None` to stop. To the parent: `("ready",)` once started, a run of
+results (see `run_message`),
 `("u", seq, error)` when a chunk could not be read, `("j", id, error)` when a job
 could not be loaded, `("i", error)` when the initializer failed.
 """
@@ -60,6 +61,7 @@ def worker_main(
         except BaseException as exc:
             send(("i", error_payload(exc)))
             return
+    send(("ready",))
 
     call: Any = None
     timed = False

@@ -97,6 +97,7 @@ class _Worker:
         self.job_id = 0
         self.items_sent = 0
         self.broken = False
+        self.ready = False  # it said it started: only then is it sent work
         self.kill_reason: tuple[int, BaseException] | None = None
 
 
@@ -164,13 +165,15 @@ class ProcessExecutor:
 
     def collect(self) -> list[Outcome]:
         # A chunk's last message may carry no result (its last item failed earlier):
-        # stop waiting as soon as nothing is pending, outcome or not.
+        # stop waiting as soon as nothing is pending, outcome or not. Return, too, once
+        # the queued chunk has gone to a worker: the runner may then draw the next.
+        queued = bool(self._queue)
         while not self._ready and self.pending():
             self._dispatch()
-            if self._ready:
+            if self._ready or (queued and not self._queue):
                 break
             workers = [w for w in self._pool if w is not None]
-            results = {w.results: w for w in workers if w.in_flight}
+            results = {w.results: w for w in workers if w.in_flight or not w.ready}
             sentinels = {w.process.sentinel: w for w in workers}
             ready = wait([*results, *sentinels], self._wait_seconds())
             for end in ready:
@@ -195,6 +198,9 @@ class ProcessExecutor:
         workers = [w for w in self._pool if w is not None]
         self._pool = [None] * self.workers
         for worker in workers:
+            if not worker.ready:  # still starting, never given work: nothing to lose
+                worker.process.kill()
+                continue
             with contextlib.suppress(OSError):
                 send(worker.tasks, _STOP)
         deadline = time.monotonic() + STOP_SECONDS
@@ -284,7 +290,7 @@ class ProcessExecutor:
     def _pick_worker(self, small: bool) -> _Worker | None:
         best = None
         for worker in self._pool:
-            if worker is None or worker.broken:
+            if worker is None or worker.broken or not worker.ready:
                 continue
             if self._max_tasks is not None and worker.items_sent >= self._max_tasks:
                 continue
@@ -353,6 +359,9 @@ class ProcessExecutor:
 
     def _handle(self, worker: _Worker, message: tuple[Any, ...], buffers: list[memoryview]) -> None:
         kind = message[0]
+        if kind == "ready":
+            worker.ready = True
+            return
         self._fruitless_deaths = 0
         if kind == "r":
             _, _seq, offset, count, has_failure, elapsed = message
