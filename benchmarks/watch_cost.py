@@ -5,7 +5,8 @@ running: the parent waits on each worker's process sentinel beside its result pi
 and each worker notes in shared memory which item of a chunk it is running. The
 unwatched variant switches both off (the parent waits on result pipes only; chunks
 run untracked); every other line is the same. Each variant has its own kept-alive
-pool, calls alternate between the two, and the medians are compared.
+pool, calls alternate between the two (each going first every other time), and the
+medians are compared.
 
     python -m benchmarks.watch_cost [--repeats N]
 """
@@ -66,10 +67,13 @@ def compare(
         bare(warm_up)
     times: dict[str, list[float]] = {"watched": [], "unwatched": []}
     try:
-        for _ in range(repeats):
-            times["watched"].append(_timed(lambda: watched(items)))
-            with unwatched():
-                times["unwatched"].append(_timed(lambda: bare(items)))
+        for repeat in range(repeats):  # alternating which goes first cancels drift
+            for variant in ("watched", "unwatched") if repeat % 2 else ("unwatched", "watched"):
+                if variant == "watched":
+                    times[variant].append(_timed(lambda: watched(items)))
+                    continue
+                with unwatched():
+                    times[variant].append(_timed(lambda: bare(items)))
     finally:
         watched.close()
         bare.close()
