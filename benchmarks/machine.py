@@ -51,20 +51,8 @@ def _parallelize_version() -> str:
     found = re.search(r'^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
     version = found.group(1) if found else "unknown"
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "parallelize"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "parallelize")
     except (OSError, subprocess.CalledProcessError):
         return f"{version} (files {tree_digest()})"
     state = f", modified: files {tree_digest()}" if dirty or _untracked() else ""
@@ -73,14 +61,16 @@ def _parallelize_version() -> str:
 
 def _untracked() -> bool:
     """Whether parallelize/ has files git does not track (new, not yet committed)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--others", "--exclude-standard", "parallelize"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return bool(listed.strip())
+    try:
+        return bool(_git("ls-files", "--others", "--exclude-standard", "parallelize"))
+    except (OSError, subprocess.CalledProcessError):
+        return False
+
+
+def _git(*args: str) -> str:
+    """What a git command prints about this checkout, stripped; raises if it fails."""
+    done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
 
 
 def tree_digest() -> str:

@@ -102,12 +102,7 @@ def _split(whole: memoryview, count: int, length: int) -> list[memoryview]:
 
 def _write_all(fd: int, views: list[memoryview]) -> None:
     while views:
-        written = os.writev(fd, views[:_PARTS_PER_CALL])
-        while views and written >= views[0].nbytes:
-            written -= views[0].nbytes
-            views.pop(0)
-        if written:
-            views[0] = views[0][written:]
+        _advance(views, os.writev(fd, views[:_PARTS_PER_CALL]))
 
 
 def _read_into(fd: int, buffers: list[bytearray]) -> list[bytearray]:
@@ -117,9 +112,14 @@ def _read_into(fd: int, buffers: list[bytearray]) -> list[bytearray]:
         got = os.readv(fd, views[:_PARTS_PER_CALL])
         if got == 0:
             raise EOFError("the other end of the pipe closed")
-        while views and got >= views[0].nbytes:
-            got -= views[0].nbytes
-            views.pop(0)
-        if got:
-            views[0] = views[0][got:]
+        _advance(views, got)
     return buffers
+
+
+def _advance(views: list[memoryview], done: int) -> None:
+    """Drop from `views` the `done` bytes a (partial) writev or readv went through."""
+    while views and done >= views[0].nbytes:
+        done -= views[0].nbytes
+        views.pop(0)
+    if done:
+        views[0] = views[0][done:]
