@@ -2,6 +2,7 @@
 
 python benchmarks/run.py                 # full run -> results/latest.{json,md,png}
 python benchmarks/run.py --quick         # one repeat, small inputs -> results/quick.*
+python benchmarks/run.py --rounds 5      # the compared rows in 5 rounds instead of 3
 python benchmarks/run.py --only W1,W3 --impl parallelize,pool_map   # -> results/partial.*
 """
 
@@ -51,6 +52,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--impl", metavar="parallelize,pool_map", help="rows to run, by name or name prefix"
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="rounds of the compared rows (default: 3 for a full run, 1 for --quick)",
+    )
+    parser.add_argument(
         "--no-retry",
         action="store_true",
         help="neither wait for a quiet machine before each pair nor run again "
@@ -78,6 +85,10 @@ def compile_checkout() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     mode = QUICK if args.quick else FULL
+    if args.rounds is not None:
+        if args.rounds < 1:
+            raise SystemExit(f"--rounds must be 1 or more, got {args.rounds}")
+        mode = dataclasses.replace(mode, rounds=args.rounds)
     workloads = select_workloads(_split(args.only))
     implementations = select_implementations(_split(args.impl))
     trimmed = args.quick and not args.impl  # --quick's smaller set of pairs (see registry)

@@ -41,6 +41,10 @@ class Mode:
     repeats: int
     slow_repeats: int  # for W2, W3, W6, W6s, whose single call takes seconds
     w7_repeats: int
+    # Rounds: the first runs every pair; each later one runs again only the pairs the
+    # bar compares (see schedule.py), in alternating order, so compared rows share the
+    # machine's drift. A pair's median is over the repeats of all its rounds.
+    rounds: int
     pair_time_limit: float  # seconds; past it the pair's process group is killed
 
 
@@ -58,6 +62,7 @@ FULL = Mode(
     repeats=5,
     slow_repeats=3,
     w7_repeats=15,
+    rounds=3,
     pair_time_limit=120.0,
 )
 
@@ -75,5 +80,6 @@ QUICK = Mode(
     repeats=1,
     slow_repeats=1,
     w7_repeats=1,
+    rounds=1,
     pair_time_limit=20.0,
 )

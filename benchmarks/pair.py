@@ -29,7 +29,7 @@ __all__ = ["PairFailed", "main", "run_pair"]
 # BENCHMARKS.md: the median of at least 3 repeats. More are run while the next one
 # would still end within this share of the pair's time limit.
 MIN_REPEATS = 3
-# W2: items timed serially before each repeat, for the speedup against serial.
+# W2: items timed serially before and after each repeat, for its speedup against serial.
 SERIAL_REFERENCE_ITEMS = 3
 BUDGET_SHARE = 0.6
 
@@ -70,10 +70,12 @@ def run_pair(spec: dict[str, Any]) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     began = clock()
     for _ in range(repeats):
-        reference = _serial_reference(case) if workload.id == "W2" else None
+        before = _serial_samples(case) if workload.id == "W2" else None
         run = _once(implementation, workload, case, setup)
-        if reference is not None:
-            run["serial_reference"] = reference
+        if before is not None:
+            assert case.items is not None
+            samples = before + _serial_samples(case)
+            run["serial_reference"] = median(samples) * len(case.items)
         runs.append(run)
         # A slow row stops at MIN_REPEATS rather than run into the pair's time limit.
         spent = clock() - began
@@ -88,12 +90,13 @@ def run_pair(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _serial_reference(case: Case) -> float:
-    """W2 run serially, estimated from three items timed just before the repeat.
+def _serial_samples(case: Case) -> list[float]:
+    """Seconds each of W2's first few items takes run serially, right now.
 
-    This machine's speed drifts over minutes (a hypervisor's other guests): a speedup
-    against a serial row measured minutes earlier says more about the drift than about
-    the row. Against this, the two are seconds apart.
+    This machine's speed drifts within seconds (a hypervisor's other guests): a
+    speedup against a serial row measured minutes earlier says more about the drift
+    than about the row. The median of these items, timed just before and just after
+    a repeat, times the item count is that repeat's serial reference.
     """
     assert case.items is not None
     samples = []
@@ -101,7 +104,7 @@ def _serial_reference(case: Case) -> float:
         start = clock()
         case.func(item)
         samples.append(clock() - start)
-    return median(samples) * len(case.items)
+    return samples
 
 
 def _once(

@@ -7,6 +7,7 @@ from typing import Any
 from .bar import BarLine
 from .noise import NOISY_CORES
 from .results import RunResults
+from .schedule import CONTENDER_SPREAD
 from .workloads import WORKLOADS
 
 __all__ = ["markdown_report", "markdown_table"]
@@ -80,16 +81,25 @@ peers). W4 times create + call + shutdown, except the warm rows: their pool alre
 runs, so W4 is their second call of 10 items. W6: + peak RSS growth of the calling
 process ({w6:,} items; "1/10 input": {w6small:,}). W6s: most items drawn from the input
 but not yet returned to the consumer. W7: time with `progress=True` / without, over
-{w7} interleaved pairs of W1 calls."""
+{w7} interleaved pairs of W1 calls a round."""
 
 
 def _repeats(settings: dict[str, Any]) -> str:
     if settings["repeats"] == 1 and settings["slow_repeats"] == 1:
-        return "1 repeat (--quick)"
-    return (
-        f"{settings['repeats']} repeats ({settings['slow_repeats']} for W2, W3, W6, W6s, "
-        "and for rows too slow for more)"
-    )
+        text = "1 repeat (--quick)"
+    else:
+        text = (
+            f"{settings['repeats']} repeats ({settings['slow_repeats']} for W2, W3, W6, W6s, "
+            "and for rows too slow for more)"
+        )
+    rounds = settings.get("rounds", 1)
+    if rounds > 1:
+        text += (
+            f" a round; the rows the bar compares (parallelize, dask, and peers within "
+            f"{CONTENDER_SPREAD}x of the fastest in round 1) run in {rounds} rounds "
+            "spread over the run, their repeats pooled"
+        )
+    return text
 
 
 def _machine(run: dict[str, Any]) -> str:

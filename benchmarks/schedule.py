@@ -1,10 +1,17 @@
-"""Runs the chosen pairs one after another, then once more those other work disturbed.
+"""Runs the chosen pairs in rounds, waiting for a quiet machine, retrying disturbed ones.
 
 The machine is shared: while a pair runs, other processes (or other guests of the
 hypervisor) may take a core, and its times then say little. In a full run each
 pair first waits (a bounded while) for the machine to be quiet, and each pair that
 ran while other work took more than `NOISY_CORES` anyway is run a second time at the
-end; the quieter of its two runs is kept (both are in the JSON).
+end of the first round; the quieter of its two runs is kept (both are in the JSON).
+
+The machine's speed also drifts over minutes, which no noise meter sees: two rows
+measured ten minutes apart can differ by more than the margins the bar judges. So
+the pairs the bar compares (the parallelize rows, dask's own `client.map`, and the
+peers within `CONTENDER_SPREAD` of the fastest peer in the first round) run again in
+later rounds, in alternating order, each in a fresh process; their times are pooled
+over the rounds, so compared rows are measured across the same stretch of the run.
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import Mode
-from .measure import clock
+from .measure import clock, median
 from .noise import NOISY_CORES, CpuSnapshot, foreign_cores, wait_for_quiet
 from .orchestrate import run_in_fresh_process
 from .registry import Implementation
+from .results import NOT_PEERS
 from .workloads import Workload
 
 __all__ = ["run_pairs"]
@@ -31,6 +39,11 @@ Pair = tuple[Workload, Implementation]
 # not hours.
 PAIR_QUIET_WAIT_SECONDS = 20.0
 RUN_QUIET_WAIT_SECONDS = 600.0
+# A peer more than this many times slower than the fastest peer in the first round
+# is not run again: it cannot become the fastest peer by drift alone.
+CONTENDER_SPREAD = 1.5
+# Per-repeat measures pooled over the rounds, beside "times".
+POOLED = ("times", "plain_times", "rss_growth_mib", "read_ahead", "serial_reference")
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -103,8 +116,31 @@ def _disturbed(record: dict[str, Any]) -> bool:
 def run_pairs(
     pairs: Sequence[Pair], mode: Mode, w2_loops: int, workdir: Path, *, retry_disturbed: bool
 ) -> list[dict[str, Any]]:
-    """The result record of every pair, each run in a fresh process."""
+    """The result record of every pair, each run in a fresh process, over `mode.rounds`."""
     gate = _QuietGate(retry_disturbed)
+    records = _first_round(pairs, mode, w2_loops, workdir, gate, retry_disturbed)
+    contenders = _contenders(pairs, records)
+    rounds: dict[int, list[dict[str, Any]]] = {n: [records[n]] for n in contenders}
+    for round_number in range(2, mode.rounds + 1):
+        order = contenders if round_number % 2 else contenders[::-1]
+        for count, n in enumerate(order, 1):
+            record = _run_one(pairs[n], mode, w2_loops, workdir, f"r{round_number}-{n}", gate)
+            _report(f"round {round_number} {count:2d}/{len(order)}", record)
+            rounds[n].append(record)
+    for n, runs in rounds.items():
+        if len(runs) > 1:
+            records[n] = _pooled(runs)
+    return records
+
+
+def _first_round(
+    pairs: Sequence[Pair],
+    mode: Mode,
+    w2_loops: int,
+    workdir: Path,
+    gate: _QuietGate,
+    retry_disturbed: bool,
+) -> list[dict[str, Any]]:
     records = []
     for number, pair in enumerate(pairs, 1):
         record = _run_one(pair, mode, w2_loops, workdir, f"{number}", gate)
@@ -121,6 +157,58 @@ def run_pairs(
         quieter["other_run"] = {k: v for k, v in other.items() if k != "other_run"}
         records[n] = quieter
     return records
+
+
+def _contenders(pairs: Sequence[Pair], records: list[dict[str, Any]]) -> list[int]:
+    """Indexes of the pairs the bar compares, in run order."""
+    fastest: dict[str, float] = {}
+    for (workload, implementation), record in zip(pairs, records, strict=True):
+        if _is_peer(implementation) and record["status"] == "ok":
+            best = fastest.get(workload.id, record["median"])
+            fastest[workload.id] = min(best, record["median"])
+    chosen = []
+    for n, ((workload, implementation), record) in enumerate(zip(pairs, records, strict=True)):
+        contends = (
+            _is_peer(implementation)
+            and record["status"] == "ok"
+            and record["median"] <= CONTENDER_SPREAD * fastest[workload.id]
+        )
+        if contends or implementation.ours or implementation.name == "dask":
+            chosen.append(n)
+    return chosen
+
+
+def _is_peer(implementation: Implementation) -> bool:
+    return not implementation.ours and implementation.name not in NOT_PEERS
+
+
+def _pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record for a pair run in several rounds: every round's repeats together.
+
+    A round that failed makes the pair fail (a wrong answer is never outvoted); rounds
+    that other work disturbed are left out unless every round was.
+    """
+    summaries = [
+        {k: v for k, v in run.items() if k not in ("implementation", "workload", "other_run")}
+        for run in runs
+    ]
+    failed = [run for run in runs if run["status"] != "ok"]
+    if failed:
+        return {**failed[0], "rounds": summaries}
+    quiet = [run for run in runs if not _disturbed(run)] or runs
+    pooled = dict(quiet[0])
+    for key in POOLED:
+        if key in pooled:
+            pooled[key] = [value for run in quiet for value in run[key]]
+    pooled["median"] = median(pooled["times"])
+    if "plain_times" in pooled:
+        pooled["plain_median"] = median(pooled["plain_times"])
+        pooled["progress_ratio"] = pooled["median"] / pooled["plain_median"]
+    pooled["wall_seconds"] = sum(run["wall_seconds"] for run in runs)
+    shares = [run["foreign_cores"] for run in quiet if run["foreign_cores"] is not None]
+    pooled["foreign_cores"] = max(shares) if shares else None
+    pooled["rounds"] = summaries
+    return pooled
 
 
 def _quieter(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -148,6 +148,43 @@ def test_decorated_function_in_a_script(tmp_path: Path, method: str) -> None:
     assert done.stdout.split("\n")[:2] == ["[0, 1, 4, 9, 16]", "False"]
 
 
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_new_worker_process_imports_only_what_running_items_needs(
+    tmp_path: Path, method: str
+) -> None:
+    """Start-up is paid per worker: the decorator (wrapt, asyncio), `traceback` (needed
+    only when an item fails) and, on Linux, `ctypes` (for the shared slots) stay out."""
+    (tmp_path / "probe.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+
+            HEAVY = ("wrapt", "asyncio", "traceback", "ctypes", "parallelize._decorator")
+
+            def loaded(_):
+                return sorted(name for name in HEAVY if name in sys.modules)
+            """
+        )
+    )
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import probe
+
+            if __name__ == "__main__":
+                from parallelize import parallel
+
+                print(parallel(workers=1, start_method={method!r})(probe.loaded)([0])[0])
+            """
+        )
+    )
+    done = _run_script(script)
+    assert done.returncode == 0, done.stderr
+    expected = [] if sys.platform == "linux" else ["ctypes"]
+    assert done.stdout.strip() == repr(expected)
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_workers_run_only_their_own_exit_handlers(tmp_path: Path, method: str) -> None:
     """A forked worker must not run the exit handlers it inherited (the caller's:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import traceback
 from typing import Any
 
 from .._errors import ParallelError, short_repr
@@ -19,6 +18,8 @@ def error_payload(exc: BaseException) -> tuple[BaseException, str]:
     extra required arguments is the classic case) would otherwise make the parent
     fail while reading the message; it is replaced by a `ParallelError` saying so.
     """
+    import traceback  # only on failure: it costs a worker ~6 ms to import
+
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         loads(dumps(exc))

@@ -41,6 +41,7 @@ from . import Failed, Job, Outcome, make_item_call
 from ._chunking import ChunkSizer
 from ._crossing import unsendable
 from ._process_worker import SLOT_FIELDS, worker_main
+from ._slots import shared_doubles
 from ._wire import receive, send, widen
 
 __all__ = ["ProcessExecutor", "create", "usable_cpus"]
@@ -97,7 +98,7 @@ class _Worker:
         self.job_id = 0
         self.items_sent = 0
         self.broken = False
-        self.ready = False  # it said it started: only then is it sent work
+        self.ready = False  # it said it started (or is forked and has nothing to start)
         self.kill_reason: tuple[int, BaseException] | None = None
 
 
@@ -124,6 +125,7 @@ class ProcessExecutor:
         self._job_name = ""
         self._timeout: float | None = None
         self._fruitless_deaths = 0
+        self._unstarted: list[int] = []  # slots to start once the first chunk is out
 
     # -- the runner's side -------------------------------------------------------
 
@@ -138,12 +140,17 @@ class ProcessExecutor:
         self._job_message = pickle.dumps(("job", self._job_id, payload), pickle.HIGHEST_PROTOCOL)
         self._sizer.reset(total)
         if self._slots is None:
-            self._slots = self._context.RawArray("d", SLOT_FIELDS * self.workers)
+            self._slots = shared_doubles(self._context, SLOT_FIELDS * self.workers)
+        self._unstarted = []
         for slot, worker in enumerate(self._pool):
             if worker is None or worker.broken or not worker.process.is_alive():
                 if worker is not None:
                     self._discard(worker)
-                self._spawn(slot)
+                self._unstarted.append(slot)
+        # One worker now; the others once the first chunk is on its way to it, so the
+        # first items run while they start (a cold call starts every worker).
+        if self._unstarted and not any(self._pool):
+            self._spawn(self._unstarted.pop(0))
 
     def chunk_size(self) -> int:
         return self._sizer.size
@@ -157,6 +164,11 @@ class ProcessExecutor:
         self._seq += 1
         self._queue.append(_Chunk(self._seq, start, items))
         self._dispatch()
+        if self._unstarted:
+            for slot in self._unstarted:
+                self._spawn(slot)
+            self._unstarted = []
+            self._dispatch()
 
     def pending(self) -> bool:
         return bool(self._ready or self._queue) or any(
@@ -195,6 +207,7 @@ class ProcessExecutor:
         self._ready = []
 
     def shutdown(self) -> None:
+        self._unstarted = []
         workers = [w for w in self._pool if w is not None]
         self._pool = [None] * self.workers
         for worker in workers:
@@ -207,6 +220,9 @@ class ProcessExecutor:
         for worker in workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
             self._discard(worker)
+        if self._slots is not None:
+            self._slots.close()
+            self._slots = None
 
     # -- workers -----------------------------------------------------------------
 
@@ -240,7 +256,11 @@ class ProcessExecutor:
             process.start()
         tasks_out.close()
         results_in.close()
-        self._pool[slot] = _Worker(process, tasks_in, results_out, slot)
+        worker = _Worker(process, tasks_in, results_out, slot)
+        # A forked worker with no initializer is running our loop within a millisecond:
+        # its work waits in the pipe instead of for its "ready".
+        worker.ready = method == "fork" and self._init_payload is None
+        self._pool[slot] = worker
 
     def _discard(self, worker: _Worker) -> None:
         """End `worker` for good: kill it if needed, reap it, close its pipes."""
