@@ -19,6 +19,7 @@ from typing import Any
 
 from .bar import check_bar
 from .calibrate import calibrate_spin
+from .capacity import two_core_ratios
 from .chart import draw_chart
 from .config import FULL, QUICK
 from .machine import machine_info, tree_digest
@@ -33,6 +34,9 @@ from .workloads import select_workloads, w3_ideal_seconds
 __all__ = ["main"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# A full run measures what two cores give over one (benchmarks/capacity.py) this many
+# times before its first pair and after its last, for reading W2's speedup.
+CAPACITY_ROUNDS = 5
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -111,12 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     if any(w.id == "W2" for w, _ in pairs):
         loops, seconds = calibrate_spin()
         calibration = {"w2_loops": loops, "w2_item_seconds": seconds}
+        if not args.quick:
+            calibration["two_core_ratios_before"] = two_core_ratios(loops, CAPACITY_ROUNDS)
         print(f"W2: {loops:,} loop steps take {seconds * 1000:.1f} ms here", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="parallelize-bench-") as workdir:
         w2_loops = calibration.get("w2_loops", 0)
         retry = not args.quick and not args.no_retry
         records = run_pairs(pairs, mode, w2_loops, Path(workdir), retry_disturbed=retry)
+    if "two_core_ratios_before" in calibration:
+        calibration["two_core_ratios_after"] = two_core_ratios(w2_loops, CAPACITY_ROUNDS)
 
     used_workloads = [w.id for w in workloads if any(r["workload"] == w.id for r in records)]
     used_rows = [

@@ -61,8 +61,8 @@ FULL = Mode(
     w6s_items=300_000,
     repeats=5,
     slow_repeats=3,
-    w7_repeats=15,
-    rounds=3,
+    w7_repeats=25,
+    rounds=5,
     pair_time_limit=120.0,
 )
 

@@ -11,7 +11,7 @@ from types import TracebackType
 
 from .config import RSS_SAMPLE_SECONDS
 
-__all__ = ["MIB", "RssSampler", "clock", "median"]
+__all__ = ["MIB", "RssSampler", "clock", "median", "paired_ratio"]
 
 MIB = 1024 * 1024
 clock = time.perf_counter
@@ -19,6 +19,15 @@ clock = time.perf_counter
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
+
+
+def paired_ratio(times: Sequence[float], references: Sequence[float]) -> float:
+    """The median of time / reference over pairs timed back to back.
+
+    Each pair shares the machine's speed of that moment, so a drift over the
+    repeats cancels out, where it would not in the ratio of two medians.
+    """
+    return median([t / r for t, r in zip(times, references, strict=True)])
 
 
 class RssSampler:

@@ -80,8 +80,9 @@ ratio to the fastest peer in the column (**bold**; serial and parallelize rows a
 peers). W4 times create + call + shutdown, except the warm rows: their pool already
 runs, so W4 is their second call of 10 items. W6: + peak RSS growth of the calling
 process ({w6:,} items; "1/10 input": {w6small:,}). W6s: most items drawn from the input
-but not yet returned to the consumer. W7: time with `progress=True` / without, over
-{w7} interleaved pairs of W1 calls a round."""
+but not yet returned to the consumer. W7: time with `progress=True` / without, the
+median over back-to-back pairs of W1 calls ({w7} pairs a round, alternating which
+call goes first)."""
 
 
 def _repeats(settings: dict[str, Any]) -> str:
@@ -100,6 +101,25 @@ def _repeats(settings: dict[str, Any]) -> str:
             "spread over the run, their repeats pooled"
         )
     return text
+
+
+def _capacity(calibration: dict[str, Any]) -> str:
+    """What two cores gave over one around the run (benchmarks/capacity.py), if measured."""
+    parts = []
+    for when in ("before", "after"):
+        ratios = sorted(calibration.get(f"two_core_ratios_{when}", []))
+        if ratios:
+            parts.append(
+                f"{ratios[len(ratios) // 2]:.2f}x {when} the pairs "
+                f"({ratios[0]:.2f}-{ratios[-1]:.2f}x over {len(ratios)} tries)"
+            )
+    if not parts:
+        return ""
+    return (
+        " Two processes running that loop at once did "
+        + " and ".join(parts)
+        + " the work of one (2.00x: two full cores; see benchmarks/capacity.py)."
+    )
 
 
 def _machine(run: dict[str, Any]) -> str:
@@ -156,7 +176,8 @@ def markdown_report(results: RunResults, bar: list[BarLine]) -> str:
         parts += [
             "",
             f"W2: {settings['w2_items']} items of a {calibration['w2_loops']:,}-step loop, "
-            f"measured serially at {calibration['w2_item_seconds'] * 1000:.1f} ms per item.",
+            f"measured serially at {calibration['w2_item_seconds'] * 1000:.1f} ms per item."
+            + _capacity(calibration),
         ]
     parts += [
         "",

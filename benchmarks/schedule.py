@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Mode
-from .measure import clock, median
+from .measure import clock, median, paired_ratio
 from .noise import NOISY_CORES, CpuSnapshot, foreign_cores, wait_for_quiet
 from .orchestrate import run_in_fresh_process
 from .registry import Implementation
@@ -203,7 +203,7 @@ def _pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
     pooled["median"] = median(pooled["times"])
     if "plain_times" in pooled:
         pooled["plain_median"] = median(pooled["plain_times"])
-        pooled["progress_ratio"] = pooled["median"] / pooled["plain_median"]
+        pooled["progress_ratio"] = paired_ratio(pooled["times"], pooled["plain_times"])
     pooled["wall_seconds"] = sum(run["wall_seconds"] for run in runs)
     shares = [run["foreign_cores"] for run in quiet if run["foreign_cores"] is not None]
     pooled["foreign_cores"] = max(shares) if shares else None

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ._errors import annotate
-from ._progress import NO_PROGRESS, Progress, _NoProgress, open_progress
+from ._progress import open_progress
 from ._settings import Settings
 from .backends import Executor, Failed, Job
 
@@ -43,11 +43,12 @@ def run(
         if settings.progress is not False:
             open_progress(settings.progress, total, name).close()
         return
-    executor.start(job, total)
+    # The bar first: built before workers are forked, its objects are not pages
+    # the parent must copy on write while the workers share them.
+    progress = open_progress(settings.progress, total, name)
     finished = False
-    progress: Progress | _NoProgress = NO_PROGRESS
     try:
-        progress = open_progress(settings.progress, total, name)
+        executor.start(job, total)
         executor.submit(0, first)
         drawn = len(first)
         exhausted = len(first) < executor.chunk_size()

@@ -122,6 +122,15 @@ def test_bar_advances_while_an_earlier_item_still_runs(
     assert bar.n == count
 
 
+def test_bar_redraws_on_every_run_of_results_without_a_monitor_thread() -> None:
+    """`miniters=1`: each run of results checks the clock, so a bar never stalls when
+    items slow down, and tqdm's monitor thread (which exists to undo a stalled
+    `miniters`) is not started for it."""
+    stream = io.StringIO()
+    kinds = parallel(backend="serial", progress={"file": stream})(helpers.thread_kinds)
+    assert "TMonitor" not in kinds(range(2))[0]
+
+
 def test_no_bar_by_default(
     any_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
