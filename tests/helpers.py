@@ -76,11 +76,6 @@ def where(x: object) -> tuple[int, int]:
     return os.getpid(), threading.get_ident()
 
 
-def thread_kinds(x: object) -> list[str]:
-    """The class names of the threads running in the item's process."""
-    return sorted(type(thread).__name__ for thread in threading.enumerate())
-
-
 def where_after(x: object, seconds: float) -> tuple[int, int]:
     time.sleep(seconds)  # the item's work: lets other workers take the next items
     return os.getpid(), threading.get_ident()
