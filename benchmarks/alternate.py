@@ -19,7 +19,7 @@ import multiprocessing
 from .calibrate import calibrate_spin
 from .config import FULL
 from .measure import median
-from .pair import _once, _serial_samples
+from .pair import timed_repeat
 from .registry import select_implementations
 from .session import Setup
 from .workloads import WORKLOADS, build_case
@@ -44,12 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     speedups: dict[str, list[float]] = {row.name: [] for row in rows}
     for repeat in range(args.repeats):
         for row in rows if repeat % 2 == 0 else rows[::-1]:
-            before = _serial_samples(case) if workload.id == "W2" else []
-            seconds = float(_once(row, workload, case, setup)["seconds"])
-            times[row.name].append(seconds)
-            if before:
-                serial = median(before + _serial_samples(case)) * len(case.items or [])
-                speedups[row.name].append(serial / seconds)
+            run = timed_repeat(row, workload, case, setup)
+            times[row.name].append(run["seconds"])
+            if "serial_reference" in run:
+                speedups[row.name].append(run["serial_reference"] / run["seconds"])
     first = median(times[rows[0].name])
     for row in rows:
         middle = median(times[row.name])

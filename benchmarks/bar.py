@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from .measure import paired_ratio
 from .results import RunResults
 
 __all__ = ["BarLine", "Check", "check_bar"]
@@ -164,8 +165,7 @@ def _same_pair_speedup(results: RunResults, row: str) -> float | None:
     pair = results.ok(row, "W2")
     if pair is None or "serial_reference" not in pair:
         return None
-    speedups = sorted(r / t for r, t in zip(pair["serial_reference"], pair["times"], strict=True))
-    return speedups[len(speedups) // 2]
+    return paired_ratio(pair["serial_reference"], pair["times"])
 
 
 def _w3(results: RunResults, ideal: float) -> BarLine:

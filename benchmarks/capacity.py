@@ -44,7 +44,7 @@ def two_core_ratio(context: Any, loops: int) -> float:
     workers = [context.Process(target=_together, args=(loops, barrier, results)) for _ in range(2)]
     for worker in workers:
         worker.start()
-    slower = max(results.get(), results.get())
+    slower = float(max(results.get(), results.get()))
     for worker in workers:
         worker.join()
     return 2 * alone / slower
@@ -60,13 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.capacity")
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args(argv)
-    context = multiprocessing.get_context("fork")
     loops, seconds = calibrate_spin()
     print(f"{ITEMS} items of {loops:,} loop steps ({seconds * 1000:.0f} ms each) per process")
-    ratios = []
-    for number in range(1, args.rounds + 1):
-        ratios.append(two_core_ratio(context, loops))
-        print(f"round {number:2d}: two processes do {ratios[-1]:.2f}x the work of one")
+    ratios = two_core_ratios(loops, args.rounds)
+    for number, ratio in enumerate(ratios, 1):
+        print(f"round {number:2d}: two processes do {ratio:.2f}x the work of one")
     print(
         f"median {statistics.median(ratios):.2f}x, "
         f"range {min(ratios):.2f}-{max(ratios):.2f}x over {args.rounds} rounds"

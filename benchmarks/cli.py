@@ -2,7 +2,7 @@
 
 python benchmarks/run.py                 # full run -> results/latest.{json,md,png}
 python benchmarks/run.py --quick         # one repeat, small inputs -> results/quick.*
-python benchmarks/run.py --rounds 5      # the compared rows in 5 rounds instead of 3
+python benchmarks/run.py --rounds 3      # the compared rows in 3 rounds instead of 5
 python benchmarks/run.py --only W1,W3 --impl parallelize,pool_map   # -> results/partial.*
 """
 
@@ -59,7 +59,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--rounds",
         type=int,
         metavar="N",
-        help="rounds of the compared rows (default: 3 for a full run, 1 for --quick)",
+        help="rounds of the compared rows (default: 5 for a full run, 1 for --quick)",
     )
     parser.add_argument(
         "--no-retry",

@@ -24,7 +24,7 @@ from .session import Session, Setup
 from .streaming import DrawCounter, consume, consume_slowly, counted_ints, ints
 from .workloads import WORKLOADS, Case, Workload, build_case, check_list
 
-__all__ = ["PairFailed", "main", "run_pair"]
+__all__ = ["PairFailed", "main", "run_pair", "timed_repeat"]
 
 # BENCHMARKS.md: the median of at least 3 repeats. More are run while the next one
 # would still end within this share of the pair's time limit.
@@ -70,13 +70,7 @@ def run_pair(spec: dict[str, Any]) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     began = clock()
     for _ in range(repeats):
-        before = _serial_samples(case) if workload.id == "W2" else None
-        run = _once(implementation, workload, case, setup)
-        if before is not None:
-            assert case.items is not None
-            samples = before + _serial_samples(case)
-            run["serial_reference"] = median(samples) * len(case.items)
-        runs.append(run)
+        runs.append(timed_repeat(implementation, workload, case, setup))
         # A slow row stops at MIN_REPEATS rather than run into the pair's time limit.
         spent = clock() - began
         projected = spent * (len(runs) + 1) / len(runs)
@@ -88,6 +82,18 @@ def run_pair(spec: dict[str, Any]) -> dict[str, Any]:
         if key in runs[0]:
             result[key] = [r[key] for r in runs]
     return result
+
+
+def timed_repeat(
+    implementation: Implementation, workload: Workload, case: Case, setup: Setup
+) -> dict[str, Any]:
+    """One timed repeat (`_once`); on W2 with its serial reference beside it."""
+    if workload.id != "W2":
+        return _once(implementation, workload, case, setup)
+    before = _serial_samples(case)
+    run = _once(implementation, workload, case, setup)
+    run["serial_reference"] = median(before + _serial_samples(case)) * len(case.items or [])
+    return run
 
 
 def _serial_samples(case: Case) -> list[float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .bar import BarLine
+from .measure import median
 from .noise import NOISY_CORES
 from .results import RunResults
 from .schedule import CONTENDER_SPREAD
@@ -110,7 +111,7 @@ def _capacity(calibration: dict[str, Any]) -> str:
         ratios = sorted(calibration.get(f"two_core_ratios_{when}", []))
         if ratios:
             parts.append(
-                f"{ratios[len(ratios) // 2]:.2f}x {when} the pairs "
+                f"{median(ratios):.2f}x {when} the pairs "
                 f"({ratios[0]:.2f}-{ratios[-1]:.2f}x over {len(ratios)} tries)"
             )
     if not parts:

@@ -6,7 +6,7 @@ from typing import Any
 
 from .registry import find
 
-__all__ = ["RunResults"]
+__all__ = ["RunResults", "is_peer"]
 
 NOT_PEERS = ("serial",)  # the serial loop is the reference, not a peer to beat
 
@@ -39,11 +39,7 @@ class RunResults:
         return float(max(pair[key]))
 
     def is_peer(self, implementation: str) -> bool:
-        try:
-            ours = find(implementation).ours
-        except KeyError:
-            ours = False
-        return not ours and implementation not in NOT_PEERS
+        return is_peer(implementation)
 
     def best_peer(self, workload: str) -> tuple[str, float] | None:
         """The fastest peer that gave the right answer on `workload`, and its median."""
@@ -56,3 +52,12 @@ class RunResults:
             return None
         median, name = min(timed)
         return name, median
+
+
+def is_peer(implementation: str) -> bool:
+    """Whether the row named `implementation` is a peer to beat (not ours, not serial)."""
+    try:
+        ours = find(implementation).ours
+    except KeyError:
+        ours = False
+    return not ours and implementation not in NOT_PEERS

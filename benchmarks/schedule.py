@@ -27,7 +27,7 @@ from .measure import clock, median, paired_ratio
 from .noise import NOISY_CORES, CpuSnapshot, foreign_cores, wait_for_quiet
 from .orchestrate import run_in_fresh_process
 from .registry import Implementation
-from .results import NOT_PEERS
+from .results import is_peer
 from .workloads import Workload
 
 __all__ = ["run_pairs"]
@@ -163,23 +163,19 @@ def _contenders(pairs: Sequence[Pair], records: list[dict[str, Any]]) -> list[in
     """Indexes of the pairs the bar compares, in run order."""
     fastest: dict[str, float] = {}
     for (workload, implementation), record in zip(pairs, records, strict=True):
-        if _is_peer(implementation) and record["status"] == "ok":
+        if is_peer(implementation.name) and record["status"] == "ok":
             best = fastest.get(workload.id, record["median"])
             fastest[workload.id] = min(best, record["median"])
     chosen = []
     for n, ((workload, implementation), record) in enumerate(zip(pairs, records, strict=True)):
         contends = (
-            _is_peer(implementation)
+            is_peer(implementation.name)
             and record["status"] == "ok"
             and record["median"] <= CONTENDER_SPREAD * fastest[workload.id]
         )
         if contends or implementation.ours or implementation.name == "dask":
             chosen.append(n)
     return chosen
-
-
-def _is_peer(implementation: Implementation) -> bool:
-    return not implementation.ours and implementation.name not in NOT_PEERS
 
 
 def _pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
