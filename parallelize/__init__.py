@@ -15,6 +15,9 @@ from ._errors import ParallelError, TaskTimeoutError, WorkerLostError
 if TYPE_CHECKING:
     from ._decorator import ParallelFunction, parallel
 
+# The one place the version is written: pyproject.toml reads it from here.
+__version__ = "0.1.0"
+
 __all__ = [
     "parallel",
     "ParallelFunction",

@@ -110,8 +110,12 @@ class _Calls(Generic[T, P, R]):
         return ParallelFunction(parent.__wrapped__, parent._self_settings.replace(**settings))
 
     def close(self) -> None:
-        """End the workers kept alive by `keep_alive=True` (a no-op otherwise)."""
-        self._parallel_parent()._release_kept()
+        """End the workers kept alive by `keep_alive=True` (a no-op otherwise).
+
+        A call running on them meanwhile (in another thread, or a suspended `.iter()`)
+        completes first: they end when it does.
+        """
+        self._parallel_parent()._close_when_idle()
 
     def _runs(
         self, items: Iterable[T], args: tuple[Any, ...], kwargs: dict[str, Any], *, bounded: bool
@@ -180,7 +184,9 @@ class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
         super().__init__(func, _unused_wrapper)
         self._self_settings = settings
         self._self_kept: tuple[tuple[str, bool], Executor] | None = None
-        self._self_kept_lock = threading.Lock()
+        self._self_kept_lock = threading.Lock()  # held by the call using the kept pool
+        self._self_close_lock = threading.Lock()  # orders close() and a call's end
+        self._self_close_requested = False
 
     def _parallel_parent(self) -> ParallelFunction[T, P, R]:
         return self
@@ -212,7 +218,11 @@ class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
             yield from run(executor, job, items, total, settings, name, bounded=bounded)
         finally:
             if kept:
-                self._self_kept_lock.release()
+                with self._self_close_lock:
+                    if self._self_close_requested:
+                        self._self_close_requested = False
+                        self._release_kept()
+                    self._self_kept_lock.release()
             else:
                 executor.shutdown()
 
@@ -223,6 +233,16 @@ class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
             self._self_kept = (kind, _new_executor(kind, self._self_settings))
             _KEPT.add(self)
         return self._self_kept[1]
+
+    def _close_when_idle(self) -> None:
+        with self._self_close_lock:
+            if self._self_kept_lock.acquire(blocking=False):
+                try:
+                    self._release_kept()
+                finally:
+                    self._self_kept_lock.release()
+            else:
+                self._self_close_requested = True
 
     def _release_kept(self) -> None:
         kept, self._self_kept = self._self_kept, None

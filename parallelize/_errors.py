@@ -16,6 +16,7 @@ __all__ = [
     "TaskTimeoutError",
     "WorkerLostError",
     "annotate",
+    "with_remote_traceback",
 ]
 
 
@@ -79,4 +80,10 @@ def annotate(exc: BaseException, index: int, item: Any, func_name: str) -> BaseE
             except AttributeError:
                 return exc
         notes.append(note)
+    return exc
+
+
+def with_remote_traceback(exc: BaseException, text: str) -> BaseException:
+    """`exc` as raised in a worker, with the worker's traceback `text` as its cause."""
+    exc.__cause__ = RemoteTraceback(text)
     return exc

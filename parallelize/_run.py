@@ -10,6 +10,7 @@ object per item, so 100,000 tiny items cost the parent little.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -24,6 +25,12 @@ __all__ = ["run"]
 # chunks per worker; past it no new items are drawn until the slow one is done, so
 # one straggler cannot make memory grow with the input.
 REORDER_CHUNKS_PER_WORKER = 2
+# An input without a length is drawn for at most about this long before the chunk
+# drawn so far is sent: a generator that yields an item every few milliseconds then
+# delays results, timeouts and deaths by this much, not by a whole chunk of it.
+DRAW_SECONDS = 0.05
+# A chunk drawn within this is drawn fast: the next one is drawn in one go, unclocked.
+FAST_DRAW_SECONDS = 0.005
 
 
 def run(
@@ -38,7 +45,8 @@ def run(
 ) -> Iterator[list[Any]]:
     """Yield runs of results of `job` over `items`; `bounded` caps the reorder buffer."""
     source = iter(items)
-    first = list(itertools.islice(source, executor.chunk_size()))
+    draw = _Draw(source, timed=total is None)
+    first = list(itertools.islice(source, 1))  # is there any work at all?
     if not first:
         if settings.progress is not False:
             open_progress(settings.progress, total, name).close()
@@ -48,10 +56,12 @@ def run(
     progress = open_progress(settings.progress, total, name)
     finished = False
     try:
-        executor.start(job, total)
+        executor.start(job, total)  # sizes this call's chunks afresh
+        size = executor.chunk_size()
+        rest, exhausted = draw(size - 1)
+        first += rest
         executor.submit(0, first)
         drawn = len(first)
-        exhausted = len(first) < executor.chunk_size()
         ordered = settings.ordered
         raise_first = settings.errors == "raise"
         retries = settings.retries
@@ -64,11 +74,10 @@ def run(
                 size = executor.chunk_size()
                 if bounded and waiting_items > REORDER_CHUNKS_PER_WORKER * executor.workers * size:
                     break
-                chunk = list(itertools.islice(source, size))
+                chunk, exhausted = draw(size)
                 if chunk:
                     executor.submit(drawn, chunk)
                     drawn += len(chunk)
-                exhausted = len(chunk) < size
             if not executor.pending():
                 break
             for outcome in executor.collect():
@@ -104,3 +113,43 @@ def run(
     finally:
         progress.close()
         executor.finish(cancel=not finished)
+
+
+class _Draw:
+    """Draws chunks from the input; one without a length is drawn against the clock.
+
+    While such an input yields fast, a chunk is one `islice`. Once a chunk took over
+    `FAST_DRAW_SECONDS`, items are drawn in doubling batches, and what was drawn is
+    sent once drawing has taken `DRAW_SECONDS`: a slow generator then never holds up
+    results, deadlines and dead workers for as long as a whole chunk of it takes.
+    """
+
+    def __init__(self, source: Iterator[Any], timed: bool) -> None:
+        self._source = source
+        self._timed = timed
+        self._slow = timed  # until a draw proves the input fast
+
+    def __call__(self, size: int) -> tuple[list[Any], bool]:
+        """Up to `size` items, and whether the input ran out."""
+        if self._slow:
+            return self._batched(size)
+        began = time.monotonic() if self._timed else 0.0
+        chunk = list(itertools.islice(self._source, size))
+        if self._timed:
+            self._slow = time.monotonic() - began > FAST_DRAW_SECONDS
+        return chunk, len(chunk) < size
+
+    def _batched(self, size: int) -> tuple[list[Any], bool]:
+        chunk: list[Any] = []
+        batch = 1
+        began = time.monotonic()
+        while len(chunk) < size:
+            before, wanted = len(chunk), min(batch, size - len(chunk))
+            chunk += itertools.islice(self._source, wanted)
+            if len(chunk) - before < wanted:
+                return chunk, True
+            if time.monotonic() - began >= DRAW_SECONDS:
+                return chunk, False
+            batch *= 2
+        self._slow = time.monotonic() - began > FAST_DRAW_SECONDS
+        return chunk, False

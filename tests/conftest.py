@@ -52,7 +52,22 @@ PACKAGE_ROOT = str(Path(parallelize.__file__).resolve().parent.parent)
 TESTS_DIR = str(Path(__file__).resolve().parent)
 
 
+# Set by the matrix (noxfile.py): the suite must test the installed wheel, never the
+# checkout it was built from.
+INSTALLED_ONLY = os.environ.get("PARALLELIZE_TEST_INSTALLED") == "1"
+
+
+def pytest_report_header() -> str:
+    return f"parallelize {parallelize.__version__} from {Path(parallelize.__file__).parent}"
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if INSTALLED_ONLY and "site-packages" not in Path(parallelize.__file__).parts:
+        raise pytest.UsageError(
+            f"PARALLELIZE_TEST_INSTALLED=1 but parallelize was imported from "
+            f"{parallelize.__file__}, not from an installed wheel: run pytest from "
+            f"outside the checkout, with the checkout off sys.path"
+        )
     # Ray binds its node to the machine's address even when told "127.0.0.1", unless
     # clusters are off (its local-only mode). Set before ray is imported, here or in a
     # test's subprocess, so every Ray of the suite talks over loopback only.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import os
 import re
@@ -143,6 +144,12 @@ def test_public_names() -> None:
     )
     for name in parallelize.__all__:
         assert hasattr(parallelize, name)
+
+
+def test_version_is_the_installed_distributions() -> None:
+    """`__version__` is written once: the package metadata is built from it."""
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", parallelize.__version__)
+    assert parallelize.__version__ == importlib.metadata.version("parallelize")
 
 
 def test_error_classes_inherit_the_standard_ones() -> None:

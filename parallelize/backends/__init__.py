@@ -56,7 +56,11 @@ class Executor(Protocol):
         """How many items the next submitted chunk should hold."""
 
     def has_room(self) -> bool:
-        """Whether another chunk may be submitted now (bounds the read-ahead)."""
+        """Whether another chunk may be submitted now (bounds the read-ahead).
+
+        The runner draws from the input only while this holds, and collects otherwise:
+        an executor may say no while outcomes wait or a deadline is due, so that a slow
+        input holds up neither results nor timeouts."""
 
     def submit(self, start: int, items: list[Any]) -> None:
         """Queue `items`, whose first item has index `start` in the input."""

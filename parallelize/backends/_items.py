@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ItemError", "WorkerItemError", "run_items"]
+__all__ = ["ON_CALLER_THREAD", "run_items"]
 
-# What counts as the item failing on the caller's own thread (serial backend):
-# `SystemExit` too, as `sys.exit()` inside one item must fail that item, but not
-# KeyboardInterrupt, which is Ctrl-C and must stop the call.
-ItemError: tuple[type[BaseException], ...] = (Exception, SystemExit)
-# On a worker (a thread, a process that ignores SIGINT, a cluster task) anything an
-# item raises is that item's failure: letting it escape would kill the worker silently.
-WorkerItemError: tuple[type[BaseException], ...] = (BaseException,)
+# Anything an item raises is that item's failure (`SystemExit`, a `BaseException` of a
+# framework), as letting it escape would kill a worker or end the call. On the caller's
+# own thread (the serial backend) `KeyboardInterrupt` escapes, though: a Ctrl-C lands
+# in whichever item is running there, and must stop the call.
+ON_CALLER_THREAD: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
 
 Report = Callable[[int, list[Any], "BaseException | None"], None]
 
@@ -23,15 +21,15 @@ def run_items(
     items: list[Any],
     report: Report,
     track: Callable[[int], None] | None = None,
-    failures: tuple[type[BaseException], ...] = WorkerItemError,
+    passthrough: tuple[type[BaseException], ...] = (),
 ) -> None:
     """Run `call` on each item, reporting runs of results and each failure in order.
 
     `report(offset, values, error)` gets the results of the items from `offset` on,
     then `error`, the exception of the item just after them, or None on the last
     report of the chunk. `track(offset)`, if given, is told which item starts next
-    (it costs time per item, so the fast loop goes without it). `failures` are the
-    exceptions that fail an item; anything else propagates.
+    (it costs time per item, so the fast loop goes without it). Whatever an item
+    raises fails it, except the `passthrough` exceptions, which propagate.
     """
     done = 0
     while True:
@@ -46,7 +44,9 @@ def run_items(
                 for offset, item in enumerate(rest, done):
                     track(offset)
                     append(call(item))
-        except failures as exc:
+        except passthrough:
+            raise
+        except BaseException as exc:
             report(done, values, exc)
             done += len(values) + 1
             continue

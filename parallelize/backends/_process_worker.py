@@ -1,12 +1,7 @@
 """The child side of the process backend: the loop each worker process runs.
 
-Kept apart from `process.py` so a worker imports only what it needs. Messages go
-through `_wire`: a pickled envelope plus raw buffers. From the parent: `("job", id,
-payload)`, `("chunk", seq, track)` with the pickled items and their out-of-band
-buffers, or `None` to stop. To the parent: `("ready",)` once started, a run of
-results (see `run_message`),
-`("u", seq, error)` when a chunk could not be read, `("j", id, error)` when a job
-could not be loaded, `("i", error)` when the initializer failed.
+Kept apart from `process.py` so a worker imports only what it needs. What it sends
+and receives, and the slot fields it writes, are named in `_process_protocol`.
 """
 
 from __future__ import annotations
@@ -14,24 +9,39 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import pickle
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from .._context import mark_worker_process
 from .._sending import dumps, loads
 from ._crossing import error_payload, result_errors, unsendable
 from ._items import run_items
+from ._process_protocol import (
+    CHUNK_SEQ,
+    RUNNING_OFFSET,
+    STARTED_AT,
+    ChunkUnreadable,
+    InitializerFailed,
+    JobUnloadable,
+    LoadJob,
+    Ready,
+    Results,
+    decode,
+    slot_base,
+    wire_form,
+)
 from ._wire import receive
 from ._wire import send as send_message
 
 __all__ = ["worker_main"]
 
-# Slot layout in the shared array, per worker: the chunk being run, the offset of
-# the item being run (-1 between items) and when that item started.
-SLOT_FIELDS = 3
+# Python 3.13 (gh-83856) made fork and forkserver children run the exit handlers
+# registered in them, after dropping the inherited ones; before it they ran none.
+# Spawned children always ran their own. `worker_main` gives older Pythons 3.13's rule.
+_MULTIPROCESSING_RUNS_CHILD_EXIT_HANDLERS = sys.version_info >= (3, 13)
 
 
 def worker_main(
@@ -43,63 +53,82 @@ def worker_main(
     close_fds: list[int],
     spawned: bool,
 ) -> None:
-    """Run chunks from `tasks` until told to stop or the parent is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    for fd in close_fds:  # under fork: the parent's ends of other workers' pipes
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    mark_worker_process()
-    base = slot * SLOT_FIELDS
+    """Run chunks from `tasks` until told to stop or the parent is gone.
 
-    def send(message: tuple[Any, ...], buffers: list[Any] | None = None) -> None:
-        send_message(results, dumps(message), buffers or ())
+    A worker that ends on its own runs the exit handlers registered in it (by the
+    initializer, by items, by modules they imported) and never those it inherited
+    from the caller, on every Python and start method.
+    """
+    with _only_own_exit_handlers(spawned):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        for fd in close_fds:  # under fork: the parent's ends of other workers' pipes
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        mark_worker_process()
+        base = slot_base(slot)
 
-    if init_payload is not None:
-        try:
-            initializer, initargs = loads(init_payload)
-            initializer(*initargs)
-        except BaseException as exc:
-            send(("i", error_payload(exc)))
-            return
-    send(("ready",))
+        def send(message: Any, buffers: list[Any] | None = None) -> None:
+            send_message(results, dumps(wire_form(message)), buffers or ())
 
-    call: Any = None
-    timed = False
-    while True:
-        try:
-            envelope, buffers = receive(tasks)
-        except (EOFError, OSError):
-            return  # the parent is gone
-        message = pickle.loads(envelope)
-        if message is None:
-            if spawned:
-                _exit_quickly()
-            return
-        if message[0] == "job":
-            _, job_id, payload = message
+        if init_payload is not None:
             try:
-                call, timed = loads(payload)
+                initializer, initargs = loads(init_payload)
+                initializer(*initargs)
             except BaseException as exc:
-                call = None
-                send(("j", job_id, error_payload(exc)))
-            continue
-        _, seq, track = message
-        slots[base + 1] = -1.0
-        slots[base] = seq
-        try:
-            items = loads(buffers[0], buffers[1:])
-        except BaseException as exc:
-            send(("u", seq, error_payload(exc)))
-            continue
-        tracker = _tracker(slots, base, timed) if track else None
-        run_items(call, items, _reporter(send, slots, base, seq), tracker)
+                send(InitializerFailed(error_payload(exc)))
+                return
+        send(Ready())
+
+        call: Any = None
+        timed = False
+        while True:
+            try:
+                envelope, buffers = receive(tasks)
+            except (EOFError, OSError):
+                return  # the parent is gone
+            message = decode(envelope)
+            if message is None:
+                if spawned:
+                    _exit_quickly()
+                return
+            if type(message) is LoadJob:
+                try:
+                    call, timed = loads(message.payload)
+                except BaseException as exc:
+                    call = None
+                    send(JobUnloadable(message.job_id, error_payload(exc)))
+                continue
+            seq = message.seq
+            slots[base + RUNNING_OFFSET] = -1.0
+            slots[base + CHUNK_SEQ] = seq
+            try:
+                items = loads(buffers[0], buffers[1:])
+            except BaseException as exc:
+                send(ChunkUnreadable(seq, error_payload(exc)))
+                continue
+            tracker = _tracker(slots, base, timed) if message.tracked else None
+            run_items(call, items, _reporter(send, slots, base, seq), tracker)
+
+
+@contextlib.contextmanager
+def _only_own_exit_handlers(spawned: bool) -> Iterator[None]:
+    """Under fork and forkserver before 3.13: drop the inherited exit handlers, and run
+    those registered in the worker when it ends (3.13's multiprocessing does both)."""
+    if spawned or _MULTIPROCESSING_RUNS_CHILD_EXIT_HANDLERS:
+        yield
+        return
+    atexit._clear()  # the inherited ones are the caller's (or the fork server's)
+    try:
+        yield
+    finally:
+        atexit._run_exitfuncs()
 
 
 def _exit_quickly() -> None:
     """End a spawned worker told to stop without tearing its interpreter down.
 
-    Fork and forkserver children already end with `os._exit` (and must not run the
-    exit handlers they inherited: the parent's). A spawned one would otherwise tear
+    Fork and forkserver children already end with `os._exit` (`worker_main` runs
+    their own exit handlers first). A spawned one would otherwise tear
     its whole interpreter down, tens of milliseconds the caller waits for with a few
     libraries loaded. Its own exit handlers still run and its output is flushed.
     Under coverage measurement it ends normally, so coverage saves its data.
@@ -116,9 +145,10 @@ def _exit_quickly() -> None:
 def _reporter(send: Any, slots: Any, base: int, seq: int) -> Any:
     """The `report` callback of one chunk: sends runs of results and failures."""
     began = time.perf_counter()
+    position = base + RUNNING_OFFSET
 
     def report(offset: int, values: list[Any], error: BaseException | None) -> None:
-        slots[base + 1] = -1.0  # between items: a death from here on blames no item
+        slots[position] = -1.0  # between items: a death from here on blames no item
         failure = None if error is None else error_payload(error)
         elapsed = None if error is not None else time.perf_counter() - began
         try:
@@ -131,13 +161,11 @@ def _reporter(send: Any, slots: Any, base: int, seq: int) -> Any:
 
 def run_message(
     seq: int, offset: int, values: list[Any], failure: Any, elapsed: float | None
-) -> tuple[tuple[Any, ...], list[Any]]:
-    """A run of results, its body pickled apart: the parent can read the envelope even
-    when a result or exception cannot be rebuilt there, and knows which items it held.
-    The body and its out-of-band buffers are the message's buffers."""
+) -> tuple[Results, list[Any]]:
+    """A `Results` and its buffers: the values and failure, pickled apart."""
     buffers: list[Any] = []
     body = dumps((values, failure), buffers=buffers)
-    return ("r", seq, offset, len(values), failure is not None, elapsed), [body, *buffers]
+    return Results(seq, offset, len(values), failure is not None, elapsed), [body, *buffers]
 
 
 def _report_unsendable(
@@ -154,7 +182,7 @@ def _report_unsendable(
 
 def _tracker(slots: Any, base: int, timed: bool) -> Any:
     """Writes the running item's offset (and start time) where the parent can see it."""
-    position = base + 1
+    position = base + RUNNING_OFFSET
     if not timed:
 
         def track(offset: int) -> None:
@@ -162,7 +190,7 @@ def _tracker(slots: Any, base: int, timed: bool) -> Any:
 
         return track
     clock = time.monotonic
-    started = base + 2
+    started = base + STARTED_AT
 
     def track_timed(offset: int) -> None:
         slots[position] = -1.0  # readers ignore the slot while it is half written

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._context import worker_thread
-from .._errors import RemoteTraceback, TaskTimeoutError, WorkerLostError
+from .._errors import TaskTimeoutError, WorkerLostError, with_remote_traceback
 from .._sending import dumps, loads
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
@@ -175,9 +175,8 @@ class ClusterExecutor:
                 if values:
                     outcomes.append((start + offset, values))
                 if failure is not None:
-                    error, text = failure
-                    error.__cause__ = RemoteTraceback(text)
                     index = offset + len(values)
+                    error = with_remote_traceback(*failure)
                     outcomes.append(Failed(start + index, items[index], error))
         return outcomes
 

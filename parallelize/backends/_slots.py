@@ -15,6 +15,9 @@ from typing import Any
 __all__ = ["shared_doubles"]
 
 DOUBLE_BYTES = 8
+# A memfd is created with mode 0777. Only the fd, or /proc/<pid>/fd (open to the
+# owner alone), reaches it, but its mode should say so too: owner only.
+SLOTS_MODE = 0o600
 
 
 def shared_doubles(context: Any, count: int) -> Any:
@@ -25,6 +28,7 @@ def shared_doubles(context: Any, count: int) -> Any:
     if not hasattr(os, "memfd_create"):
         return _RawArraySlots(context.RawArray("d", count))
     fd = os.memfd_create("parallelize-slots")
+    os.fchmod(fd, SLOTS_MODE)
     os.ftruncate(fd, count * DOUBLE_BYTES)
     return MappedDoubles(fd, count)
 

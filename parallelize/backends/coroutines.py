@@ -60,7 +60,11 @@ class CoroutineExecutor:
         return 1
 
     def has_room(self) -> bool:
-        return self._unreported < self.workers
+        # No room while outcomes wait: the runner collects them before it draws more
+        # from a slow input, so results are not held up behind it.
+        if not self._unreported:
+            return True
+        return self._unreported < self.workers and self._outcomes.empty()
 
     def submit(self, start: int, items: list[Any]) -> None:
         assert self._loop is not None
@@ -114,31 +118,50 @@ class CoroutineExecutor:
         call = self._call
         assert call is not None
         outcome: Outcome
-        task = asyncio.ensure_future(_caught(call, item))
-        done, _ = await asyncio.wait({task}, timeout=self._timeout)
+        run = _ItemRun(call, item)
+        try:
+            done, _ = await asyncio.wait({run.task}, timeout=self._timeout)
+        except asyncio.CancelledError:  # the call was cancelled: so is its item
+            run.stop()
+            raise
         if done:
-            ok, value = task.result()
+            ok, value = run.task.result()
             outcome = (index, [value]) if ok else Failed(index, item, value)
         else:
-            task.cancel()
+            run.stop()
             message = f"item ran longer than timeout={self._timeout} s; it was cancelled"
             outcome = Failed(index, item, TaskTimeoutError(message))
         self._outcomes.put([outcome])
 
 
-async def _caught(call: Callable[[Any], Any], item: Any) -> tuple[bool, Any]:
-    """Await one item, turning anything it raises into its outcome.
+class _ItemRun:
+    """One item's coroutine as a task whose result is `(ok, value or exception)`.
 
-    asyncio re-raises `SystemExit` and `KeyboardInterrupt` out of the event loop,
-    which would stop the loop with every other item in it: caught here, they fail
-    only their item, as on the other backends.
+    Whatever the item raises is its outcome: its own `asyncio.CancelledError` too,
+    which would otherwise end the task as cancelled with no outcome, and
+    `SystemExit` or `KeyboardInterrupt`, which asyncio re-raises out of the event
+    loop, stopping it with every other item in it. Only the cancellation that
+    `stop()` asks for ends the task as cancelled.
     """
-    try:
-        return True, await call(item)
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:
-        return False, exc
+
+    def __init__(self, call: Callable[[Any], Any], item: Any) -> None:
+        self._stopping = False
+        self.task = asyncio.ensure_future(self._run(call, item))
+
+    def stop(self) -> None:
+        """Cancel the item for real (a timeout, a cancelled call)."""
+        self._stopping = True
+        self.task.cancel()
+
+    async def _run(self, call: Callable[[Any], Any], item: Any) -> tuple[bool, Any]:
+        try:
+            return True, await call(item)
+        except asyncio.CancelledError as exc:
+            if self._stopping:
+                raise
+            return False, exc
+        except BaseException as exc:
+            return False, exc
 
 
 def create(settings: Settings, *, serial: bool = False) -> CoroutineExecutor:

@@ -1,8 +1,13 @@
 """The Dask backend: each chunk is a task on a `dask.distributed` cluster.
 
 It uses the `Client` given as `backend`, else the active client
-(`distributed.get_client()`), else a `LocalCluster` of `workers` processes started
-for the call (kept between calls with `keep_alive=True`).
+(`distributed.get_client()`), as the user configured it; else a `LocalCluster` of
+`workers` processes started for the call (kept between calls with `keep_alive=True`).
+
+A cluster it starts is private (API.md section 6): scheduler, nannies and workers
+listen on 127.0.0.1 only, no dashboard runs, and every connection is TLS with
+credentials made for this cluster (`Security.temporary()`), held in memory, so a
+client without them is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +21,20 @@ from .._settings import Settings
 from ._remote import ClusterExecutor, run_chunk
 
 __all__ = ["DaskExecutor", "create"]
+
+# The one interface a cluster we start listens on.
+LOOPBACK = "127.0.0.1"
+
+
+def _cluster_credentials() -> Any:
+    """A self-signed key and certificate for every role of one cluster, in memory."""
+    try:
+        return distributed.Security.temporary()
+    except ImportError as exc:  # Security.temporary needs `cryptography`
+        raise ImportError(
+            'backend="dask" needs `cryptography` for the TLS of the cluster it starts: '
+            'pip install "parallelize[dask]"'
+        ) from exc
 
 
 def _active_client() -> Any:
@@ -54,9 +73,10 @@ class DaskExecutor(ClusterExecutor):
                     n_workers=self._settings.workers or usable_cpus(),
                     threads_per_worker=1,
                     processes=True,
-                    host="127.0.0.1",
+                    host=LOOPBACK,
                     scheduler_port=0,
-                    dashboard_address=None,
+                    dashboard_address=None,  # none; workers start none unless asked
+                    security=_cluster_credentials(),  # and with it, tls://
                 )
                 self._client = distributed.Client(self._cluster)
         threads: dict[str, int] = self._client.nthreads()

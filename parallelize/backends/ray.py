@@ -1,7 +1,8 @@
 """The Ray backend: each chunk is a Ray task.
 
-It uses the connected Ray cluster, or calls `ray.init()` for a local one, which it
-shuts down when the call ends (or at `close()` with `keep_alive=True`).
+It uses the connected Ray cluster as the user configured it, or starts a local Ray
+for the call, private to the caller's user (`_local_ray`), which it shuts down when
+the call ends (or at `close()` with `keep_alive=True`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from typing import Any
 import ray
 
 from .._settings import Settings
+from . import _local_ray
 from ._remote import ClusterExecutor, run_chunk
 
 __all__ = ["RayExecutor", "create"]
+
+# How long cancelling a call waits for Ray to settle its cancelled tasks (API.md
+# gives a cancelled call's workers 2 s to end).
+CANCEL_SETTLE_SECONDS = 2.0
 
 
 class RayExecutor(ClusterExecutor):
@@ -21,20 +27,13 @@ class RayExecutor(ClusterExecutor):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._started = False
+        self._local_ray: _local_ray.LocalRay | None = None  # the Ray we started, if any
         # Our runner counts `retries` itself: no retry by Ray.
         self._task: Any = ray.remote(max_retries=0)(run_chunk)
 
     def _connect(self) -> int:
         if not ray.is_initialized():
-            ray.init(
-                num_cpus=self._settings.workers,
-                _node_ip_address="127.0.0.1",  # a local instance: ask for loopback
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-            self._started = True
+            self._local_ray = _local_ray.start(num_cpus=self._settings.workers)
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def _submit_task(self, job_data: bytes, items: list[Any]) -> Any:
@@ -55,11 +54,16 @@ class RayExecutor(ClusterExecutor):
     def _cancel(self, futures: list[Any]) -> None:
         for future in futures:
             ray.cancel(future, force=True)
+        # A forced cancel kills the task's worker; until its future settles, Ray may
+        # still hand that dying worker the next call's first task, which then fails
+        # as lost. Waiting for the cancellations to settle closes that window.
+        ray.wait(futures, num_returns=len(futures), timeout=CANCEL_SETTLE_SECONDS)
 
     def shutdown(self) -> None:
-        if self._started:
-            self._started = self._connected = False
-            ray.shutdown()
+        if self._local_ray is not None:  # only the Ray this executor started
+            local_ray, self._local_ray = self._local_ray, None
+            self._connected = False
+            local_ray.shutdown()
 
 
 def create(settings: Settings) -> RayExecutor:

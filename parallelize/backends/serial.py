@@ -3,6 +3,9 @@
 Breakpoints, profilers and tracebacks work as in a plain loop. A `timeout` cannot
 interrupt the caller's own thread, so an item found to have run too long fails with
 `TaskTimeoutError` once it returns, as it would have on the other backends.
+
+Whatever an item raises fails that item, `SystemExit` included, as on the other
+backends; only `KeyboardInterrupt` stops the call, as a Ctrl-C lands in the item.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from .._errors import TaskTimeoutError
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
-from ._items import ItemError, run_items
+from ._items import ON_CALLER_THREAD, run_items
 
 __all__ = ["SerialExecutor", "create"]
 
@@ -79,7 +82,7 @@ class SerialExecutor:
                 index = offset + len(values)
                 outcomes.append(Failed(start + index, items[index], error))
 
-        run_items(self._call, items, report, failures=ItemError)
+        run_items(self._call, items, report, passthrough=ON_CALLER_THREAD)
         return outcomes
 
     def finish(self, *, cancel: bool) -> None:

@@ -8,6 +8,7 @@ and its thread is abandoned (a daemon thread, replaced at once) to finish alone.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -26,6 +27,9 @@ __all__ = ["ThreadExecutor", "create", "default_workers"]
 # A stopped pool waits this long for threads still inside an item; past it they are
 # left to finish alone (daemon threads), so Ctrl-C and errors return promptly.
 JOIN_SECONDS = 2.0
+# Under a `timeout`, the longest one wait for outcomes lasts. The next deadline bounds
+# each wait already; this only covers an item that began just as it was computed.
+DEADLINE_POLL_SECONDS = 0.5
 
 
 def default_workers() -> int:
@@ -59,6 +63,8 @@ class ThreadExecutor:
         self._unfinished = 0
         self._call: Callable[[Any], Any] | None = None
         self._timeout: float | None = None
+        # No running item's deadline falls before this; infinite without a timeout.
+        self._next_deadline = math.inf
         self._initializer = settings.initializer
         self._initargs = settings.initargs
         self._init_error: BaseException | None = None
@@ -69,6 +75,7 @@ class ThreadExecutor:
         self._generation += 1
         self._call = make_item_call(job)
         self._timeout = job.timeout
+        self._next_deadline = math.inf if job.timeout is None else time.monotonic() + job.timeout
         self._threads = [w for w in self._threads if not w.abandoned and w.thread.is_alive()]
         while len(self._threads) < self.workers:
             self._add_thread()
@@ -77,7 +84,15 @@ class ThreadExecutor:
         return self._chunk_size
 
     def has_room(self) -> bool:
-        return self._unfinished < 2 * self.workers
+        if not self._unfinished:
+            return True
+        # No room while outcomes wait or a deadline is due: the runner collects first,
+        # so a slow input holds up neither results nor timeouts.
+        return (
+            self._unfinished < 2 * self.workers
+            and self._outcomes.empty()
+            and (self._timeout is None or time.monotonic() < self._next_deadline)
+        )
 
     def submit(self, start: int, items: list[Any]) -> None:
         self._unfinished += 1
@@ -87,24 +102,20 @@ class ThreadExecutor:
         return self._unfinished > 0
 
     def collect(self) -> list[Outcome]:
-        while True:
+        # Deadlines are checked on every round, not only when no outcome came: items
+        # that finish steadily must not hold up another's timeout.
+        outcomes: list[Outcome] = []
+        freed = False  # a chunk finished: room for the next one opened
+        while not (outcomes or freed) and self.pending():
             try:
-                generation, outcomes, finished = self._outcomes.get(timeout=self._wait_seconds())
+                message = self._outcomes.get(timeout=self._wait_seconds())
             except queue.Empty:
-                timed_out = self._expire_overdue()
-                if timed_out:
-                    return timed_out
-                continue
-            if self._init_error is not None:
-                error, self._init_error = self._init_error, None
-                raise error
-            if generation != self._generation:
-                continue  # from a cancelled call of a kept-alive pool
-            if finished:
-                self._unfinished -= 1
-            more = self._drain()
-            if outcomes or more or not self.pending():
-                return outcomes + more
+                message = None
+            while message is not None:
+                freed |= self._accept(message, outcomes)
+                message = self._next_message()
+            outcomes += self._expire_overdue()
+        return outcomes
 
     def finish(self, *, cancel: bool) -> None:
         if cancel:
@@ -175,14 +186,18 @@ class ThreadExecutor:
         worker.thread.start()
 
     def _wait_seconds(self) -> float | None:
+        """How long to wait for an outcome: until the next deadline, if any."""
         if self._timeout is None:
             return None
-        return max(0.01, min(self._timeout / 4, 0.5))
+        return max(0.0, min(self._next_deadline - time.monotonic(), DEADLINE_POLL_SECONDS))
 
     def _expire_overdue(self) -> list[Outcome]:
         """Fail items over their timeout, abandon their threads, requeue the rest."""
-        assert self._timeout is not None
+        if self._timeout is None or time.monotonic() < self._next_deadline:
+            return []
         now = time.monotonic()
+        # An item that starts after now has its deadline after now + timeout.
+        self._next_deadline = now + self._timeout
         failed: list[Outcome] = []
         for worker in list(self._threads):
             with worker.lock:
@@ -190,7 +205,10 @@ class ThreadExecutor:
                 if current is None or worker.abandoned:
                     continue
                 generation, start, items, offset, began = current
-                if generation != self._generation or now - began <= self._timeout:
+                if generation != self._generation:
+                    continue
+                if now - began <= self._timeout:
+                    self._next_deadline = min(self._next_deadline, began + self._timeout)
                     continue
                 worker.abandoned = True
             self._threads.remove(worker)
@@ -208,17 +226,26 @@ class ThreadExecutor:
             self._unfinished += len(pieces) - 1
         return failed
 
-    def _drain(self) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        while True:
-            try:
-                generation, more, finished = self._outcomes.get_nowait()
-            except queue.Empty:
-                return outcomes
-            if generation == self._generation:
-                outcomes.extend(more)
-                if finished:
-                    self._unfinished -= 1
+    # -- outcomes ----------------------------------------------------------------
+
+    def _next_message(self) -> tuple[int, list[Outcome], bool] | None:
+        try:
+            return self._outcomes.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _accept(self, message: tuple[int, list[Outcome], bool], outcomes: list[Outcome]) -> bool:
+        """Add a thread's outcomes of this call to `outcomes`; whether its chunk is done."""
+        if self._init_error is not None:
+            error, self._init_error = self._init_error, None
+            raise error
+        generation, more, finished = message
+        if generation != self._generation:
+            return False  # from a cancelled call of a kept-alive pool
+        outcomes.extend(more)
+        if finished:
+            self._unfinished -= 1
+        return finished
 
 
 def create(settings: Settings) -> ThreadExecutor:
