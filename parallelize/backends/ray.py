@@ -17,10 +17,6 @@ from ._remote import ClusterExecutor, run_chunk
 
 __all__ = ["RayExecutor", "create"]
 
-# How long cancelling a call waits for Ray to settle its cancelled tasks (API.md
-# gives a cancelled call's workers 2 s to end).
-CANCEL_SETTLE_SECONDS = 2.0
-
 
 class RayExecutor(ClusterExecutor):
     """Chunks as Ray object refs, collected with `ray.wait`."""
@@ -54,10 +50,6 @@ class RayExecutor(ClusterExecutor):
     def _cancel(self, futures: list[Any]) -> None:
         for future in futures:
             ray.cancel(future, force=True)
-        # A forced cancel kills the task's worker; until its future settles, Ray may
-        # still hand that dying worker the next call's first task, which then fails
-        # as lost. Waiting for the cancellations to settle closes that window.
-        ray.wait(futures, num_returns=len(futures), timeout=CANCEL_SETTLE_SECONDS)
 
     def shutdown(self) -> None:
         if self._local_ray is not None:  # only the Ray this executor started
