@@ -1,7 +1,7 @@
 """What watching the workers costs the happy path: W1 and W2 with and without it.
 
 Watching is what lets the process backend name the item a dead or stuck worker was
-running: the parent waits on each worker's process sentinel beside its result pipe,
+running: the parent waits on each worker's exit watch (a pidfd) beside its result pipe,
 and each worker notes in shared memory which item of a chunk it is running. The
 unwatched variant switches both off (the parent waits on result pipes only; chunks
 run untracked); every other line is the same. Each variant has its own kept-alive
@@ -41,7 +41,7 @@ def unwatched() -> Iterator[None]:
     def wait_for_pipes_only(objects: Any, timeout: float | None = None) -> Any:
         return connection.wait([o for o in objects if not isinstance(o, int)], timeout)
 
-    process.wait = wait_for_pipes_only  # sentinels are ints; result pipes are not
+    process.wait = wait_for_pipes_only  # exit watches are ints; result pipes are not
     ChunkSizer.should_track = lambda self, count: False  # type: ignore[method-assign]
     try:
         yield

@@ -112,6 +112,12 @@ def any_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     return _settings_of(request)
 
 
+@pytest.fixture(params=[*PROCESS, *CLUSTER_SETTINGS])
+def pickling_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The backends that pickle items and results: processes and the clusters."""
+    return _settings_of(request)
+
+
 @pytest.fixture(params=[*CONCURRENT, *CLUSTER_SETTINGS])
 def any_concurrent_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     """`concurrent_settings`, and the Dask and Ray backends on their session clusters."""

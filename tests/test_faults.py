@@ -88,27 +88,28 @@ PROCESS_BACKENDS = ("process-fork", "process-spawn", "process-forkserver")
 LOCAL_BACKENDS = ("thread", "serial")
 
 # What an item's failure must be, for each fault, on the process backend. Where more
-# than one answer is honest (a `sys.exit` while pickling a result may end the worker
-# or fail the pickling), each is accepted; the index must be right in every case.
+# than one answer is honest (rebuilding in the caller), each is accepted; the index
+# must be right in every case. A `sys.exit()` while pickling fails the pickling.
 PICKLING_ERRORS = (pickle.PicklingError, TypeError)
 PROCESS_EXPECTED: dict[tuple[str, str], tuple[type[BaseException], ...]] = {
     (SEND_ITEM, RAISE): PICKLING_ERRORS,
+    (SEND_ITEM, SYS_EXIT): PICKLING_ERRORS,
     (SEND_ITEM, UNPICKLABLE): PICKLING_ERRORS,
     (LOAD_ITEM, RAISE): (faults.FaultError,),
-    (LOAD_ITEM, SYS_EXIT): (SystemExit, WorkerLostError),
+    (LOAD_ITEM, SYS_EXIT): (SystemExit,),
     **{(LOAD_ITEM, how): (WorkerLostError,) for how in DEADLY},
     (RUN, RAISE): (faults.FaultError,),
-    # Not an Exception: the worker may let it end the process, or fail the item with it.
-    (RUN, BASE_EXCEPTION): (WorkerLostError, faults.Abort),
+    # Not an Exception, yet it fails the item like any other (API.md section 5).
+    (RUN, BASE_EXCEPTION): (faults.Abort,),
     (RUN, SYS_EXIT): (SystemExit,),
     **{(RUN, how): (WorkerLostError,) for how in DEADLY},
     (RUN, HANG): (TaskTimeoutError,),
     (SEND_RESULT, RAISE): PICKLING_ERRORS,
-    (SEND_RESULT, SYS_EXIT): (WorkerLostError, SystemExit, pickle.PicklingError),
+    (SEND_RESULT, SYS_EXIT): (pickle.PicklingError,),
     **{(SEND_RESULT, how): (WorkerLostError,) for how in DEADLY},
     (SEND_RESULT, UNPICKLABLE): PICKLING_ERRORS,
     (SEND_ERROR, RAISE): (ParallelError, pickle.PicklingError),
-    (SEND_ERROR, SYS_EXIT): (WorkerLostError, SystemExit, ParallelError),
+    (SEND_ERROR, SYS_EXIT): (ParallelError,),
     **{(SEND_ERROR, how): (WorkerLostError,) for how in DEADLY},
     (SEND_ERROR, UNPICKLABLE): (ParallelError, pickle.PicklingError),
     # Rebuilding in the caller: any clear error will do, in the item's place.

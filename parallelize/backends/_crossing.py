@@ -23,7 +23,7 @@ def error_payload(exc: BaseException) -> tuple[BaseException, str]:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         loads(dumps(exc))
-    except Exception as why:
+    except BaseException as why:  # a `__reduce__` may even call sys.exit()
         exc = ParallelError(
             f"{type(exc).__qualname__}: {short_repr(str(exc))} was raised, but it cannot be "
             f"sent back to the parent process ({type(why).__name__}: {why}); "
@@ -39,7 +39,7 @@ def result_errors(values: list[Any]) -> list[tuple[int, BaseException]]:
     for offset, value in enumerate(values):
         try:
             dumps(value)
-        except Exception as exc:
+        except BaseException as exc:
             bad.append((offset, exc))
     return bad
 

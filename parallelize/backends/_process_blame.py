@@ -42,9 +42,13 @@ class Blame:
         """A worker process ended: blame the item it was running, rerun the others."""
         if not self.pool.is_current(worker):
             return  # already handled (retired or discarded)
-        self.receiver.receive(worker)  # what it said before it died counts
-        worker.process.join()
-        exitcode = worker.process.exitcode
+        # Its items' children end with it, and so let go of its pipes: what it said
+        # before it died can then be read to the end.
+        self.pool.kill(worker)
+        if worker.results.poll():
+            self.receiver.receive(worker)  # what it said before it died counts
+        self.pool.reap(worker)
+        exitcode = None if worker.exit_status_lost else worker.process.exitcode
         running = worker.in_flight[0] if worker.in_flight else None
         started = running is not None and self._slot(worker, CHUNK_SEQ) == running.seq
         if not started:
@@ -154,8 +158,7 @@ class Blame:
                     "its worker process was ended and replaced"
                 ),
             )
-            worker.stopping()
-            worker.process.kill()
+            self.pool.kill(worker)
 
 
 def _death_message(name: str, exitcode: int | None) -> str:
@@ -164,6 +167,8 @@ def _death_message(name: str, exitcode: int | None) -> str:
             how = f"killed by {signal.Signals(-exitcode).name}"
         except ValueError:
             how = f"killed by signal {-exitcode}"
+    elif exitcode is None:
+        how = "its exit status is unknown: SIGCHLD is ignored in this process"
     else:
         how = f"exited with code {exitcode}"
     return (

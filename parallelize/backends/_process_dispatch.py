@@ -12,13 +12,13 @@ from ._crossing import unsendable
 from ._process_lifecycle import WorkerPool
 from ._process_protocol import RunChunk, encode
 from ._process_state import Call, Chunk, Worker
-from ._wire import send
+from ._wire import MESSAGE_OVERHEAD_BYTES, send
 
 __all__ = ["Dispatcher"]
 
-# A second chunk is queued on a busy worker only if its message is this small: it
-# then fits in the pipe's buffer, so the parent never blocks on a worker that is
-# itself blocked sending results back.
+# A second chunk is queued on a busy worker only if its message is this small, and
+# fits in that worker's pipe buffer (which may be a single page): the parent must
+# never block writing to a worker that is itself blocked sending results back.
 PREFETCH_BYTES = 16 * 1024
 # ...and only if chunks are known to take less than this: queuing hides the round
 # trip between chunks (~0.1 ms), but a chunk queued behind a slow one waits while
@@ -51,8 +51,10 @@ class Dispatcher:
                 continue
             assert chunk.envelope is not None
             worker = self._pick_worker(
-                chunk.size <= PREFETCH_BYTES
+                chunk.size + MESSAGE_OVERHEAD_BYTES
+                if chunk.size <= PREFETCH_BYTES
                 and self.sizer.runs_within(len(chunk.items), PREFETCH_CHUNK_SECONDS)
+                else None
             )
             if worker is None:
                 return
@@ -73,7 +75,7 @@ class Dispatcher:
                 send(worker.tasks, self.call.job_message)
                 worker.job_id = self.call.job_id
             send(worker.tasks, envelope, chunk.buffers)
-        except OSError:  # the worker died; its sentinel will tell collect()
+        except OSError:  # the worker died; its exit watch will tell collect()
             broken = True
         worker.took(chunk)
         if broken:
@@ -81,7 +83,8 @@ class Dispatcher:
         chunk.envelope = None
         chunk.buffers = []
 
-    def _pick_worker(self, small: bool) -> Worker | None:
+    def _pick_worker(self, prefetch_bytes: int | None) -> Worker | None:
+        """An idle worker, else a worker with one chunk whose pipe holds `prefetch_bytes`."""
         best = None
         for worker in self.pool.by_slot:
             if worker is None or not worker.takes_work:
@@ -91,7 +94,12 @@ class Dispatcher:
             busy = len(worker.in_flight)
             if busy == 0:
                 return worker
-            if busy == 1 and small and best is None:
+            if (
+                busy == 1
+                and prefetch_bytes is not None
+                and prefetch_bytes <= worker.task_pipe_bytes
+                and best is None
+            ):
                 best = worker
         return best
 
@@ -102,7 +110,9 @@ class Dispatcher:
         out_of_band: list[memoryview] = []
         try:
             items = dumps(chunk.items, buffers=out_of_band)
-        except Exception:
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # an item's `__reduce__` may even call sys.exit()
             self.queue.popleft()
             self._fail_unpicklable(chunk)
             return False
@@ -118,7 +128,9 @@ class Dispatcher:
         for offset, item in enumerate(chunk.items):
             try:
                 dumps(item)
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
                 error = unsendable(exc, "the item, to be sent to a worker process,")
                 self.call.outcomes.append(Failed(chunk.start + offset, item, error))
                 good.append((run_start, offset))

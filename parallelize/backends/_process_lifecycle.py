@@ -2,11 +2,20 @@
 
 `WorkerPool` owns the processes, their pipes and the shared slot array; it is the
 only part of the pool that starts or ends a process.
+
+Each worker leads its own process group (`_process_detach`), so ending a worker
+kills the group: the processes its items started end with it. Its exit is watched
+through a pidfd where the system has them, not through multiprocessing's sentinel,
+a pipe that an item's forked children inherit and would hold open after the worker
+died.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import select
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -17,9 +26,9 @@ from ._process_protocol import SLOT_FIELDS, STOP
 from ._process_state import Worker, WorkerState
 from ._process_worker import worker_main
 from ._slots import shared_doubles
-from ._wire import send, widen
+from ._wire import capacity, send, widen
 
-__all__ = ["STOP_SECONDS", "WorkerPool"]
+__all__ = ["STOP_SECONDS", "UNKNOWN_EXIT_CODE", "WorkerPool"]
 
 # Workers told to stop get this long to exit before they are killed.
 STOP_SECONDS = 1.0
@@ -46,14 +55,16 @@ class WorkerPool:
             self.slots = shared_doubles(self.context, SLOT_FIELDS * len(self.by_slot))
         tasks_out, tasks_in = self.context.Pipe(duplex=False)
         results_out, results_in = self.context.Pipe(duplex=False)
+        lifeline_out, lifeline_in = self.context.Pipe(duplex=False)
         widen(tasks_in)
         widen(results_in)
         method = self.context.get_start_method()
         close_fds: list[int] = []
         if method == "fork":
-            close_fds = [tasks_in.fileno(), results_out.fileno()]
+            close_fds = [tasks_in.fileno(), results_out.fileno(), lifeline_in.fileno()]
             for other in self.live():
                 close_fds += [other.tasks.fileno(), other.results.fileno()]
+                close_fds.append(other.lifeline.fileno())
         process = self.context.Process(
             target=worker_main,
             args=(
@@ -64,36 +75,65 @@ class WorkerPool:
                 self.init_payload,
                 close_fds,
                 method == "spawn",
+                lifeline_out,
             ),
             name=f"parallelize-worker-{slot}",
             daemon=True,
         )
         with _main_hidden_unless_a_file():
             process.start()
+        if method == "fork":  # the child does it too; whichever runs first wins the race
+            with contextlib.suppress(OSError):
+                os.setpgid(process.pid, process.pid)
         tasks_out.close()
         results_in.close()
+        lifeline_out.close()
         # A forked worker with no initializer is running our loop within a millisecond:
         # its work waits in the pipe instead of for its "ready".
         ready = method == "fork" and self.init_payload is None
-        self.by_slot[slot] = Worker(process, tasks_in, results_out, slot, ready)
+        worker = Worker(process, tasks_in, results_out, slot, ready)
+        worker.lifeline = lifeline_in
+        worker.exit_fd, worker.owns_exit_fd = _exit_watch(process)
+        worker.task_pipe_bytes = capacity(tasks_in)
+        self.by_slot[slot] = worker
+
+    def has_exited(self, worker: Worker) -> bool:
+        """Whether `worker`'s process has ended (it may not be reaped yet)."""
+        return bool(select.select([worker.exit_fd], [], [], 0)[0])
+
+    def reap(self, worker: Worker) -> None:
+        """Collect the exit status of `worker`, whose process has ended."""
+        process = worker.process
+        process.join()
+        if process.exitcode is None:
+            # The caller set SIGCHLD to SIG_IGN: the system reaped the worker itself and
+            # kept no status, and multiprocessing would wait for one forever.
+            worker.exit_status_lost = True
+            process._popen.returncode = UNKNOWN_EXIT_CODE
+
+    def kill(self, worker: Worker) -> None:
+        """Kill `worker` and every process its items started (its process group)."""
+        worker.stopping()
+        _kill_group(worker.process.pid)
+        if worker.process.exitcode is None:
+            worker.process.kill()
 
     def discard(self, worker: Worker) -> None:
-        """End `worker` for good: kill it if needed, reap it, close its pipes."""
+        """End `worker` for good: kill what is left of its group, reap it, close its pipes."""
         if self.by_slot[worker.slot] is worker:
             self.by_slot[worker.slot] = None
-        worker.stopping()
-        process = worker.process
-        if process.exitcode is None:
-            process.kill()
-        process.join()
-        for end in (worker.tasks, worker.results):
+        self.kill(worker)  # also after a clean exit: its items' children end with it
+        self.reap(worker)
+        for end in (worker.tasks, worker.results, worker.lifeline):
             end.close()
-        process.close()
+        if worker.owns_exit_fd:
+            os.close(worker.exit_fd)
+        worker.process.close()
 
     def replace(self, worker: Worker) -> None:
         """Stop `worker` (idle) and start a new one in its slot."""
         self._tell_to_stop(worker)
-        worker.process.join(STOP_SECONDS)
+        _wait_for_exits([worker], time.monotonic() + STOP_SECONDS)
         self.discard(worker)
         self.spawn(worker.slot)
 
@@ -103,13 +143,11 @@ class WorkerPool:
         self.by_slot = [None] * len(self.by_slot)
         for worker in workers:
             if worker.state is WorkerState.STARTING or worker.holds_half_a_message:
-                worker.stopping()
-                worker.process.kill()  # nothing to lose, or nothing it could read
+                self.kill(worker)  # nothing to lose, or nothing it could read
             else:
                 self._tell_to_stop(worker)
-        deadline = time.monotonic() + STOP_SECONDS
+        _wait_for_exits(workers, time.monotonic() + STOP_SECONDS)
         for worker in workers:
-            worker.process.join(max(0.0, deadline - time.monotonic()))
             self.discard(worker)
         if self.slots is not None:
             self.slots.close()
@@ -119,6 +157,38 @@ class WorkerPool:
         worker.stopping()
         with contextlib.suppress(OSError):
             send(worker.tasks, STOP)
+
+
+# What multiprocessing's fork server reports when it has no status: ours for the same.
+UNKNOWN_EXIT_CODE = 255
+
+
+def _exit_watch(process: Any) -> tuple[int, bool]:
+    """A file descriptor that becomes readable when `process` ends, and whether it is ours.
+
+    A pidfd on Linux; elsewhere (or if the process is already gone) the sentinel.
+    """
+    if hasattr(os, "pidfd_open"):
+        with contextlib.suppress(OSError):
+            return os.pidfd_open(process.pid), True
+    return process.sentinel, False
+
+
+def _wait_for_exits(workers: list[Worker], deadline: float) -> None:
+    """Wait until every one of `workers` has ended, or until `deadline`."""
+    waiting = {worker.exit_fd for worker in workers}
+    while waiting:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        waiting -= set(select.select(list(waiting), [], [], left)[0])
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group `pid` leads, if it still has members."""
+    if sys.platform != "win32":
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ the parent (`_slots`). The worker writes them, the parent only reads them:
 
 - `CHUNK_SEQ`: the `seq` of the chunk the worker is running;
 - `RUNNING_OFFSET`: the offset in that chunk of the item running now, or -1 between
-  items (a death then blames no item); written only for tracked chunks;
+  items (a death then blames no item); written only for tracked chunks. Under a
+  `timeout` an item stays there until its result is sent: its deadline covers both;
 - `STARTED_AT`: `time.monotonic()` when that item started, for timeouts.
 
 While it changes the item, a worker writes -1 to `RUNNING_OFFSET` first and the new

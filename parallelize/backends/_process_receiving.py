@@ -43,7 +43,7 @@ class Receiver:
                 if not worker.results.poll():
                     return
         except (EOFError, OSError):
-            worker.lost()  # it is exiting; its sentinel follows
+            worker.lost()  # it is exiting; its exit watch follows
 
     def _handle(self, worker: Worker, message: Any, buffers: list[memoryview]) -> None:
         kind = type(message)

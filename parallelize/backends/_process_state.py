@@ -84,6 +84,11 @@ class Worker:
         self.items_sent = 0
         # Why the parent killed it: (offset in its running chunk, the error to report).
         self.kill_reason: tuple[int, BaseException] | None = None
+        self.exit_fd = -1  # readable once the process has ended (`WorkerPool.spawn`)
+        self.owns_exit_fd = False  # a pidfd we opened and close, not the sentinel
+        self.exit_status_lost = False  # reaped by the system: SIGCHLD is ignored
+        self.task_pipe_bytes = 0  # what its task pipe holds before a write blocks
+        self.lifeline: Any = None  # the write end only we hold: closed, it ends the worker
 
     @property
     def takes_work(self) -> bool:
@@ -120,7 +125,7 @@ class Worker:
         return chunk
 
     def lost(self) -> None:
-        """Its pipe broke: it is exiting, and its sentinel will say so."""
+        """Its pipe broke: it is exiting, and its exit watch will say so."""
         if self.state is not WorkerState.STOPPING:
             self.state = WorkerState.DEAD
 

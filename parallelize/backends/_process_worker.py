@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from .._context import mark_worker_process
 from .._sending import dumps, loads
 from ._crossing import error_payload, result_errors, unsendable
 from ._items import run_items
+from ._process_detach import detach_from_caller
 from ._process_protocol import (
     CHUNK_SEQ,
     RUNNING_OFFSET,
@@ -52,18 +52,21 @@ def worker_main(
     init_payload: bytes | None,
     close_fds: list[int],
     spawned: bool,
+    lifeline: Any,
 ) -> None:
     """Run chunks from `tasks` until told to stop or the parent is gone.
 
-    A worker that ends on its own runs the exit handlers registered in it (by the
-    initializer, by items, by modules they imported) and never those it inherited
-    from the caller, on every Python and start method.
+    `lifeline` is the read end of a pipe only the caller writes to, and never does:
+    it turns readable when the caller dies (`_process_detach`). A worker that ends on
+    its own runs the exit handlers registered in it (by the initializer, by items, by
+    modules they imported) and never those it inherited from the caller, on every
+    Python and start method.
     """
     with _only_own_exit_handlers(spawned):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
         for fd in close_fds:  # under fork: the parent's ends of other workers' pipes
             with contextlib.suppress(OSError):
                 os.close(fd)
+        detach_from_caller(lifeline)
         mark_worker_process()
         base = slot_base(slot)
 
@@ -106,8 +109,11 @@ def worker_main(
             except BaseException as exc:
                 send(ChunkUnreadable(seq, error_payload(exc)))
                 continue
-            tracker = _tracker(slots, base, timed) if message.tracked else None
-            run_items(call, items, _reporter(send, slots, base, seq), tracker)
+            if timed:
+                _run_timed(call, items, send, slots, base, seq)
+            else:
+                tracker = _tracker(slots, base) if message.tracked else None
+                run_items(call, items, _reporter(send, slots, base, seq), tracker)
 
 
 @contextlib.contextmanager
@@ -151,12 +157,19 @@ def _reporter(send: Any, slots: Any, base: int, seq: int) -> Any:
         slots[position] = -1.0  # between items: a death from here on blames no item
         failure = None if error is None else error_payload(error)
         elapsed = None if error is not None else time.perf_counter() - began
-        try:
-            send(*run_message(seq, offset, values, failure, elapsed))
-        except Exception:
-            _report_unsendable(send, seq, offset, values, failure, elapsed)
+        _send_run(send, seq, offset, values, failure, elapsed)
 
     return report
+
+
+def _send_run(
+    send: Any, seq: int, offset: int, values: list[Any], failure: Any, elapsed: float | None
+) -> None:
+    # Whatever pickling a result raises fails it: `SystemExit` from a `__reduce__` too.
+    try:
+        send(*run_message(seq, offset, values, failure, elapsed))
+    except BaseException:
+        _report_unsendable(send, seq, offset, values, failure, elapsed)
 
 
 def run_message(
@@ -180,21 +193,33 @@ def _report_unsendable(
     send(*run_message(seq, offset + start, values[start:], failure, elapsed))
 
 
-def _tracker(slots: Any, base: int, timed: bool) -> Any:
-    """Writes the running item's offset (and start time) where the parent can see it."""
+def _tracker(slots: Any, base: int) -> Any:
+    """Writes the running item's offset where the parent can see it."""
     position = base + RUNNING_OFFSET
-    if not timed:
 
-        def track(offset: int) -> None:
-            slots[position] = offset
+    def track(offset: int) -> None:
+        slots[position] = offset
 
-        return track
+    return track
+
+
+def _run_timed(call: Any, items: list[Any], send: Any, slots: Any, base: int, seq: int) -> None:
+    """Run a chunk under `timeout`: each item's result is pickled and sent at once,
+    while its slot still shows it running, so its deadline covers the sending too."""
+    began = time.perf_counter()
     clock = time.monotonic
-    started = base + STARTED_AT
-
-    def track_timed(offset: int) -> None:
+    position, started = base + RUNNING_OFFSET, base + STARTED_AT
+    last = len(items) - 1
+    for offset, item in enumerate(items):
         slots[position] = -1.0  # readers ignore the slot while it is half written
         slots[started] = clock()
         slots[position] = offset
-
-    return track_timed
+        values: list[Any] = []
+        failure = None
+        try:
+            values.append(call(item))
+        except BaseException as exc:
+            failure = error_payload(exc)
+        elapsed = time.perf_counter() - began if offset == last else None
+        _send_run(send, seq, offset, values, failure, elapsed)
+    slots[position] = -1.0

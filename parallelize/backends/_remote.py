@@ -30,8 +30,9 @@ Message = tuple[int, list[Any], "tuple[BaseException, str] | None"]
 def _with_timeout(call: Callable[[Any], Any], timeout: float) -> Callable[[Any], Any]:
     """`call` on a helper thread, failing with `TaskTimeoutError` past `timeout`.
 
-    A cluster worker's thread cannot be killed: the overrunning item is abandoned
-    to finish alone, and the task goes on with the next item.
+    The result is pickled there once, so a result whose pickling hangs times out too.
+    A cluster worker's thread cannot be killed: the overrunning item is abandoned to
+    finish alone, and the task goes on with the next item.
     """
 
     def run(item: Any) -> Any:
@@ -39,9 +40,16 @@ def _with_timeout(call: Callable[[Any], Any], timeout: float) -> Callable[[Any],
 
         def target() -> None:
             try:
-                box.append((True, call(item)))
+                value = call(item)
             except BaseException as exc:
                 box.append((False, exc))
+                return
+            try:
+                dumps(value)  # pickling the result counts towards its timeout too
+            except BaseException as exc:
+                box.append((False, unsendable(exc, "the result, to be sent back to the caller,")))
+                return
+            box.append((True, value))
 
         thread = threading.Thread(target=target, name="parallelize-item", daemon=True)
         thread.start()
@@ -105,6 +113,7 @@ class ClusterExecutor:
         self._sizer = ChunkSizer(settings.chunksize, self.workers, CLUSTER_CHUNK_SECONDS)
         self._connected = False
         self._tasks: dict[Any, tuple[int, list[Any]]] = {}  # future -> (start, items)
+        self._unsent: list[Outcome] = []  # items that failed to be pickled
         self._job_data = b""
 
     # -- what a cluster provides -------------------------------------------------
@@ -142,7 +151,9 @@ class ClusterExecutor:
             self._sizer = ChunkSizer(self._settings.chunksize, self.workers, CLUSTER_CHUNK_SECONDS)
         try:
             self._job_data = dumps((make_item_call(job), job.timeout), foreign=True)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a `__reduce__` calling sys.exit() included
             name = getattr(job.func, "__name__", "function")
             raise unsendable(exc, f"{name}() or its extra arguments") from exc
         self._sizer.reset(total)
@@ -154,13 +165,39 @@ class ClusterExecutor:
         return len(self._tasks) < self.tasks_per_worker * self.workers
 
     def submit(self, start: int, items: list[Any]) -> None:
-        self._tasks[self._submit_task(self._job_data, items)] = (start, items)
+        try:
+            self._tasks[self._submit_task(self._job_data, items)] = (start, items)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the cluster pickles the items now: one failed
+            self._submit_sendable(start, items, exc)
+
+    def _submit_sendable(self, start: int, items: list[Any], exc: BaseException) -> None:
+        """Fail each item that cannot be pickled and submit the others, one by one."""
+        what = "the item, to be sent to the cluster,"
+        culprits = 0
+        for offset, item in enumerate(items):
+            try:
+                dumps(item, foreign=True)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as why:
+                culprits += 1
+                self._unsent.append(Failed(start + offset, item, unsendable(why, what)))
+            else:
+                if len(items) > 1:
+                    self.submit(start + offset, [item])
+        if not culprits:  # only the cluster's own pickling fails it
+            self._unsent.append(Failed(start, items[0], unsendable(exc, what)))
 
     def pending(self) -> bool:
-        return bool(self._tasks)
+        return bool(self._tasks or self._unsent)
 
     def collect(self) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+        outcomes: list[Outcome] = list(self._unsent)
+        self._unsent.clear()
+        if not self._tasks:
+            return outcomes
         for future in self._wait_any(list(self._tasks)):
             start, items = self._tasks.pop(future)
             try:
@@ -193,3 +230,4 @@ class ClusterExecutor:
         if cancel and self._tasks:
             self._cancel(list(self._tasks))
         self._tasks.clear()
+        self._unsent.clear()

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import struct
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["receive", "send", "widen"]
+__all__ = ["capacity", "receive", "send", "widen"]
 
 _RAW = sys.platform != "win32" and hasattr(os, "readv") and hasattr(os, "writev")
 # Before each message: the bytes after this head, the envelope's length and the
@@ -33,6 +34,8 @@ _SIZE = struct.Struct("!Q")
 ONE_READ_BYTES = 64 * 1024
 # The widest pipe an unprivileged process may ask for on Linux by default.
 PIPE_BYTES = 1 << 20
+# A message's bytes beyond its items and buffers (the head, sizes and envelope), at most.
+MESSAGE_OVERHEAD_BYTES = 256
 # os.writev and os.readv take at most IOV_MAX parts per call (1024 on Linux).
 _PARTS_PER_CALL = 64
 
@@ -45,10 +48,22 @@ if sys.platform == "linux":
         with contextlib.suppress(OSError):
             fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
+    def capacity(conn: Any) -> int:
+        """The bytes the pipe holds before a write blocks: one page, if the user is
+        over the kernel's quota of pipe memory (many workers, or many pipes)."""
+        try:
+            return int(fcntl.fcntl(conn.fileno(), fcntl.F_GETPIPE_SZ))
+        except OSError:
+            return select.PIPE_BUF
+
 else:
 
     def widen(conn: Any) -> None:
         """Pipe buffers keep their size outside Linux."""
+
+    def capacity(conn: Any) -> int:
+        """Only PIPE_BUF bytes are sure to fit: macOS pipes shrink under memory pressure."""
+        return select.PIPE_BUF if hasattr(select, "PIPE_BUF") else 512
 
 
 def send(conn: Any, envelope: bytes, buffers: Sequence[Any] = ()) -> None:

@@ -3,7 +3,7 @@
 Why not `multiprocessing.Pool`: it hangs when a worker dies, reads the whole input
 ahead and cannot end one stuck item (docs/design.md). This pool keeps its shape, a
 chunked `map` for ordered calls and submissions with completion handling for
-unordered ones, on plain processes, pipes and sentinels:
+unordered ones, on plain processes, pipes and exit watches (pidfds):
 
     caller thread (runner)                                 worker process
     ──────────────────────                                 ──────────────
@@ -11,10 +11,10 @@ unordered ones, on plain processes, pipes and sentinels:
                                                               noting the running
                                                               item in a shared slot
     collect() ◄─ outcomes ◄─ handle message ◄─ result pipe ◄─ runs of results
-             ◄─ WorkerLostError / TaskTimeoutError ◄─ process sentinel + slot
+             ◄─ WorkerLostError / TaskTimeoutError ◄─ process exit watch + slot
 
 Everything on the parent side runs on the caller's thread, inside `collect()`,
-which waits on the result pipes and the process sentinels at once: a dead worker
+which waits on the result pipes and the processes' exit watches at once: a dead worker
 wakes it as surely as a result does, and Ctrl-C interrupts it. Each worker has its
 own pipes, so the parent always knows which chunk a worker holds and, from the
 shared slot, which item it was running when it died or overran its timeout.
@@ -96,7 +96,9 @@ class ProcessExecutor:
         call.timeout = job.timeout
         try:
             payload = dumps((make_item_call(job), job.timeout is not None))
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a `__reduce__` calling sys.exit() included
             raise unsendable(exc, f"{call.name}() or its extra arguments") from exc
         call.job_message = encode(LoadJob(call.job_id, payload))
         call.fruitless_deaths = 0
@@ -108,7 +110,7 @@ class ProcessExecutor:
         self._room_given_at = time.monotonic()
         self._unstarted = []
         for slot, worker in enumerate(self._pool.by_slot):
-            if worker is None or not _reusable(worker):
+            if worker is None or not _reusable(self._pool, worker):
                 if worker is not None:
                     self._pool.discard(worker)
                 self._unstarted.append(slot)
@@ -175,14 +177,14 @@ class ProcessExecutor:
         pool = self._pool
         workers = pool.live()
         results = {w.results: w for w in workers if w.in_flight or w.state is WorkerState.STARTING}
-        sentinels = {w.process.sentinel: w for w in workers}
-        ready = wait([*results, *sentinels], seconds)
+        exits = {w.exit_fd: w for w in workers}
+        ready = wait([*results, *exits], seconds)
         for end in ready:
             if end in results and pool.is_current(results[end]):
                 self._receiver.receive(results[end])
         for end in ready:
-            if end in sentinels:
-                self._blame.on_exit(sentinels[end])
+            if end in exits:
+                self._blame.on_exit(exits[end])
         self._blame.expire_overdue()
 
     def finish(self, *, cancel: bool) -> None:
@@ -209,10 +211,10 @@ def _with_messages(workers: list[Worker]) -> list[Worker]:
     return [w for w in workers if w.results.fileno() in fds]
 
 
-def _reusable(worker: Worker) -> bool:
+def _reusable(pool: WorkerPool, worker: Worker) -> bool:
     """Whether a worker kept from an earlier call can take this call's work."""
     state_ok = worker.state is WorkerState.IDLE or worker.state is WorkerState.STARTING
-    return state_ok and not worker.in_flight and worker.process.is_alive()
+    return state_ok and not worker.in_flight and not pool.has_exited(worker)
 
 
 def create(settings: Settings) -> ProcessExecutor:
