@@ -59,7 +59,7 @@ class DaskExecutor(ClusterExecutor):
     def _connect(self) -> int:
         self._client = self._client or _active_client()
         if self._client is None:
-            from .process import usable_cpus
+            from .._cpus import usable_cpus
 
             # Our runner counts `retries` itself, so a task whose worker died is
             # reported at once (allowed-failures 0), and each worker holds only the

@@ -23,13 +23,13 @@ shared slot, which item it was running when it died or overran its timeout.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import select
 import sys
 import time
 from multiprocessing.connection import wait
 from typing import Any
 
+from .._cpus import usable_cpus
 from .._sending import dumps
 from .._settings import Settings
 from . import Job, Outcome, make_item_call
@@ -42,19 +42,12 @@ from ._process_protocol import LoadJob, encode
 from ._process_receiving import Receiver
 from ._process_state import Call, Worker, WorkerState
 
-__all__ = ["ProcessExecutor", "create", "usable_cpus"]
+__all__ = ["ProcessExecutor", "create"]
 
 # A chunk that took longer than this to draw marks the input as slow: results that
 # workers have sent are then read before the next chunk is drawn. A fast input is
 # drawn without that check, which costs a system call per chunk.
 SLOW_DRAW_SECONDS = 0.005
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity), not all CPUs of the machine."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 class ProcessExecutor:
