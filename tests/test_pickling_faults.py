@@ -57,6 +57,22 @@ def test_a_result_whose_pickling_hangs_times_out(
     assert [results[i] for i in (0, 2, 3)] == [0, 2, 3]
 
 
+def test_a_hanging_pickling_in_a_chunk_fails_only_its_item(
+    pickling_settings: dict[str, Any], tmp_path: Path
+) -> None:
+    """Chunks of 4: the results of item 5's chunk are pickled together, yet only item
+    5 fails; the others of its chunk, run again if need be, give their results."""
+    gate = str(tmp_path / "gate")
+    settings = {**pickling_settings, "chunksize": 4, "timeout": TIMEOUT, "errors": "return"}
+    function = parallel(**settings)(slow_to_pickle_on)
+    try:
+        results = function(range(8), 5, gate)
+    finally:
+        Path(gate).touch()
+    assert type(results[5]) is TaskTimeoutError, results
+    assert [results[i] for i in range(8) if i != 5] == [0, 1, 2, 3, 4, 6, 7]
+
+
 class ExitsWhenPickled:
     """Its `__reduce__` calls `sys.exit()`: in the caller as an item, in a worker as a result."""
 

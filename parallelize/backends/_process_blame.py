@@ -15,7 +15,7 @@ from .._errors import TaskTimeoutError, WorkerLostError
 from . import Failed
 from ._process_dispatch import Dispatcher
 from ._process_lifecycle import WorkerPool
-from ._process_protocol import CHUNK_SEQ, RUNNING_OFFSET, STARTED_AT, slot_base
+from ._process_protocol import CHUNK_SEQ, RUNNING_OFFSET, SENDING, STARTED_AT, slot_base
 from ._process_receiving import Receiver
 from ._process_state import Call, Chunk, Worker
 
@@ -88,11 +88,12 @@ class Blame:
 
     def _culprit(self, worker: Worker, running: Chunk) -> int | None:
         """The offset in `running` of the unreported item the worker was running."""
-        if worker.kill_reason is not None:
+        if worker.kill_reason is not None and worker.kill_reason[0] is not None:
             offset = worker.kill_reason[0]
             # Killed for an item that had meanwhile reported (a timeout racing its
             # failure): that item has its outcome; the next one is not known.
             return offset if offset >= running.reported else None
+        # Killed while sending results (which one hung is not known), or died.
         if len(running.items) - running.reported == 1:
             return running.reported
         if running.tracked:
@@ -124,8 +125,9 @@ class Blame:
                 wake = min(wake, started[1] + timeout)
         return max(0.001, wake - now)
 
-    def _started_item(self, worker: Worker | None) -> tuple[int, float] | None:
-        """(offset, start time) of the item `worker` runs, read consistently."""
+    def _started_item(self, worker: Worker | None) -> tuple[int | None, float] | None:
+        """(offset, start time) of the item `worker` runs, read consistently; the
+        offset is None while it sends results, under the last item's deadline."""
         if worker is None or not worker.in_flight or worker.kill_reason is not None:
             return None
         chunk = worker.in_flight[0]
@@ -134,10 +136,10 @@ class Blame:
         for _ in range(3):
             seq, first = slots[base + CHUNK_SEQ], slots[base + RUNNING_OFFSET]
             began, second = slots[base + STARTED_AT], slots[base + RUNNING_OFFSET]
-            if seq != chunk.seq or first < 0:
+            if seq != chunk.seq or (first < 0 and first != SENDING):
                 return None
             if first == second and slots[base + CHUNK_SEQ] == seq:
-                return int(first), began
+                return (None if first == SENDING else int(first)), began
         return None
 
     def expire_overdue(self) -> None:

@@ -13,7 +13,8 @@ the parent (`_slots`). The worker writes them, the parent only reads them:
 - `CHUNK_SEQ`: the `seq` of the chunk the worker is running;
 - `RUNNING_OFFSET`: the offset in that chunk of the item running now, or -1 between
   items (a death then blames no item); written only for tracked chunks. Under a
-  `timeout` an item stays there until its result is sent: its deadline covers both;
+  `timeout` it is `SENDING` while results are pickled and sent, which count towards
+  the deadline of the last item run (a pickling that hangs must time out too);
 - `STARTED_AT`: `time.monotonic()` when that item started, for timeouts.
 
 While it changes the item, a worker writes -1 to `RUNNING_OFFSET` first and the new
@@ -29,6 +30,7 @@ from typing import Any, NamedTuple
 __all__ = [
     "CHUNK_SEQ",
     "RUNNING_OFFSET",
+    "SENDING",
     "SLOT_FIELDS",
     "STARTED_AT",
     "STOP",
@@ -50,6 +52,8 @@ CHUNK_SEQ = 0
 RUNNING_OFFSET = 1
 STARTED_AT = 2
 SLOT_FIELDS = 3
+# `RUNNING_OFFSET` while a timed chunk's results are being pickled and sent.
+SENDING = -2.0
 
 STOP = pickle.dumps(None)
 

@@ -82,8 +82,9 @@ class Worker:
         self.in_flight: collections.deque[Chunk] = collections.deque()
         self.job_id = 0  # the job it has loaded
         self.items_sent = 0
-        # Why the parent killed it: (offset in its running chunk, the error to report).
-        self.kill_reason: tuple[int, BaseException] | None = None
+        # Why the parent killed it: (offset in its running chunk, or None if it was
+        # sending results, and the error to report).
+        self.kill_reason: tuple[int | None, BaseException] | None = None
         self.exit_fd = -1  # readable once the process has ended (`WorkerPool.spawn`)
         self.owns_exit_fd = False  # a pidfd we opened and close, not the sentinel
         self.exit_status_lost = False  # reaped by the system: SIGCHLD is ignored

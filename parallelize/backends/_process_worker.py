@@ -22,6 +22,7 @@ from ._process_detach import detach_from_caller
 from ._process_protocol import (
     CHUNK_SEQ,
     RUNNING_OFFSET,
+    SENDING,
     STARTED_AT,
     ChunkUnreadable,
     InitializerFailed,
@@ -109,11 +110,8 @@ def worker_main(
             except BaseException as exc:
                 send(ChunkUnreadable(seq, error_payload(exc)))
                 continue
-            if timed:
-                _run_timed(call, items, send, slots, base, seq)
-            else:
-                tracker = _tracker(slots, base) if message.tracked else None
-                run_items(call, items, _reporter(send, slots, base, seq), tracker)
+            tracker = _tracker(slots, base, timed) if message.tracked else None
+            run_items(call, items, _reporter(send, slots, base, seq, timed), tracker)
 
 
 @contextlib.contextmanager
@@ -148,16 +146,22 @@ def _exit_quickly() -> None:
     os._exit(0)
 
 
-def _reporter(send: Any, slots: Any, base: int, seq: int) -> Any:
-    """The `report` callback of one chunk: sends runs of results and failures."""
+def _reporter(send: Any, slots: Any, base: int, seq: int, timed: bool) -> Any:
+    """The `report` callback of one chunk: sends runs of results and failures.
+
+    Under a timeout the slot says SENDING while it pickles and sends, and keeps the
+    start time of the last item run: sending counts towards that item's deadline.
+    """
     began = time.perf_counter()
     position = base + RUNNING_OFFSET
+    sending = SENDING if timed else -1.0
 
     def report(offset: int, values: list[Any], error: BaseException | None) -> None:
-        slots[position] = -1.0  # between items: a death from here on blames no item
+        slots[position] = sending  # not running an item: a death blames none of them
         failure = None if error is None else error_payload(error)
         elapsed = None if error is not None else time.perf_counter() - began
         _send_run(send, seq, offset, values, failure, elapsed)
+        slots[position] = -1.0
 
     return report
 
@@ -193,33 +197,21 @@ def _report_unsendable(
     send(*run_message(seq, offset + start, values[start:], failure, elapsed))
 
 
-def _tracker(slots: Any, base: int) -> Any:
-    """Writes the running item's offset where the parent can see it."""
+def _tracker(slots: Any, base: int, timed: bool) -> Any:
+    """Writes the running item's offset (and start time) where the parent can see it."""
     position = base + RUNNING_OFFSET
+    if not timed:
 
-    def track(offset: int) -> None:
-        slots[position] = offset
+        def track(offset: int) -> None:
+            slots[position] = offset
 
-    return track
-
-
-def _run_timed(call: Any, items: list[Any], send: Any, slots: Any, base: int, seq: int) -> None:
-    """Run a chunk under `timeout`: each item's result is pickled and sent at once,
-    while its slot still shows it running, so its deadline covers the sending too."""
-    began = time.perf_counter()
+        return track
     clock = time.monotonic
-    position, started = base + RUNNING_OFFSET, base + STARTED_AT
-    last = len(items) - 1
-    for offset, item in enumerate(items):
+    started = base + STARTED_AT
+
+    def track_timed(offset: int) -> None:
         slots[position] = -1.0  # readers ignore the slot while it is half written
         slots[started] = clock()
         slots[position] = offset
-        values: list[Any] = []
-        failure = None
-        try:
-            values.append(call(item))
-        except BaseException as exc:
-            failure = error_payload(exc)
-        elapsed = time.perf_counter() - began if offset == last else None
-        _send_run(send, seq, offset, values, failure, elapsed)
-    slots[position] = -1.0
+
+    return track_timed
