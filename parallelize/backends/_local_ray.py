@@ -7,6 +7,10 @@ node's address is exactly 127.0.0.1; given another one they listen on it and on
 `::`. So `start()` runs `ray.init` in Ray's local-only mode, with a token of its
 own for Ray's token authentication, and a session directory only the caller's user
 can enter; `LocalRay.shutdown()` ends that Ray and puts back what `ray.init` set.
+
+
+If the caller dies without a shutdown, a reaper of ours (`_ray_reaper`) ends what is
+left of that Ray and removes its session directory.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 
 import ray
+
+from ._ray_reaper import Reaper
 
 __all__ = ["LocalRay", "start"]
 
@@ -35,22 +41,28 @@ TOKEN_BYTES = 32
 # which is 0700, so no other user can reach into it.
 TEMP_PREFIX = "parallelize-ray-"
 RAY_SUBDIRECTORY = "ray"
-
 EnvironmentChanges = dict[str, tuple["str | None", "str | None"]]
 
 
 class LocalRay:
     """A Ray that `start()` started; `shutdown()` ends it and cleans up after it."""
 
-    def __init__(self, temp_dir: str, changes: EnvironmentChanges) -> None:
+    def __init__(self, temp_dir: str, changes: EnvironmentChanges, reaper: Reaper) -> None:
         self._temp_dir = temp_dir
         self._changes = changes
+        self._reaper = reaper
 
     def shutdown(self) -> None:
-        ray.shutdown()
-        _forget_cached_token()
-        _undo(self._changes)
-        shutil.rmtree(self._temp_dir, ignore_errors=True)
+        """End Ray, then the reaper: told to stand down, or to sweep if this failed."""
+        try:
+            ray.shutdown()
+            _forget_cached_token()
+            _undo(self._changes)
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+        except BaseException:
+            self._reaper.sweep()
+            raise
+        self._reaper.stand_down()
 
 
 def start(num_cpus: int | None) -> LocalRay:
@@ -60,6 +72,11 @@ def start(num_cpus: int | None) -> LocalRay:
     token: the environment is the process's, not the thread's.
     """
     temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=_temp_root())  # mode 0700
+    try:
+        reaper = Reaper(temp_dir)  # before Ray starts a process it would have to end
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
     before = dict(os.environ)
     try:
         with _loopback_node(), _variable_set(TOKEN_VARIABLE, secrets.token_hex(TOKEN_BYTES)):
@@ -73,9 +90,9 @@ def start(num_cpus: int | None) -> LocalRay:
                 configure_logging=False,
             )
     except BaseException:
-        LocalRay(temp_dir, _changes_since(before)).shutdown()
+        LocalRay(temp_dir, _changes_since(before), reaper).shutdown()
         raise
-    return LocalRay(temp_dir, _changes_since(before))
+    return LocalRay(temp_dir, _changes_since(before), reaper)
 
 
 def _temp_root() -> str | None:
