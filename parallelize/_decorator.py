@@ -302,6 +302,7 @@ class SettingArguments(TypedDict, total=False):
     max_tasks_per_worker: int | None
     start_method: Literal["fork", "spawn", "forkserver"] | None
     keep_alive: bool
+    inner_threads: int | None
 
 
 class OptionArguments(SettingArguments, total=False):

@@ -58,6 +58,7 @@ class Settings:
     max_tasks_per_worker: int | None = None
     start_method: str | None = None
     keep_alive: bool = False
+    inner_threads: int | None = None
 
     def __post_init__(self) -> None:
         _check_positive_int("workers", self.workers, allow_none=True)
@@ -80,6 +81,7 @@ class Settings:
             )
         _check_positive_int("chunksize", self.chunksize, allow_none=True)
         _check_positive_int("max_tasks_per_worker", self.max_tasks_per_worker, allow_none=True)
+        _check_positive_int("inner_threads", self.inner_threads, allow_none=True)
         if self.timeout is not None and not (
             isinstance(self.timeout, (int, float))
             and not isinstance(self.timeout, bool)

@@ -285,3 +285,14 @@ def first_starts_at_once(directory: str) -> None:
         os.close(os.open(os.path.join(directory, "first"), os.O_CREAT | os.O_EXCL))
     except FileExistsError:
         wait_for_path(os.path.join(directory, "gate"))
+
+
+def seen_limits(x: object) -> tuple[dict[str, str | None], list[int]]:
+    """The worker's thread variables, and the thread count of each loaded pool."""
+    import numpy  # noqa: F401  (loads OpenBLAS here, if the caller had not)
+    from threadpoolctl import ThreadpoolController
+
+    from parallelize.backends._thread_limits import VARIABLES
+
+    variables = {name: os.environ.get(name) for name in VARIABLES}
+    return variables, [pool["num_threads"] for pool in ThreadpoolController().info()]

@@ -37,9 +37,16 @@ STOP_SECONDS = 1.0
 class WorkerPool:
     """The worker processes by slot, started with one `multiprocessing` context."""
 
-    def __init__(self, context: Any, size: int, init_payload: bytes | None) -> None:
+    def __init__(
+        self,
+        context: Any,
+        size: int,
+        init_payload: bytes | None,
+        thread_limits: dict[str, str],
+    ) -> None:
         self.context = context
         self.init_payload = init_payload
+        self.thread_limits = thread_limits  # for the numeric libraries in each worker
         self.by_slot: list[Worker | None] = [None] * size
         self.slots: Any = None  # the shared slot array, made with the first worker
 
@@ -76,6 +83,7 @@ class WorkerPool:
                 close_fds,
                 method == "spawn",
                 lifeline_out,
+                self.thread_limits,
             ),
             name=f"parallelize-worker-{slot}",
             daemon=True,

@@ -34,6 +34,7 @@ from ._process_protocol import (
     slot_base,
     wire_form,
 )
+from ._thread_limits import apply_in_worker
 from ._wire import receive
 from ._wire import send as send_message
 
@@ -54,11 +55,13 @@ def worker_main(
     close_fds: list[int],
     spawned: bool,
     lifeline: Any,
+    thread_limits: dict[str, str],
 ) -> None:
     """Run chunks from `tasks` until told to stop or the parent is gone.
 
     `lifeline` is the read end of a pipe only the caller writes to, and never does:
-    it turns readable when the caller dies (`_process_detach`). A worker that ends on
+    it turns readable when the caller dies (`_process_detach`); `thread_limits` are
+    the numeric libraries' thread limits (`_thread_limits`). A worker that ends on
     its own runs the exit handlers registered in it (by the initializer, by items, by
     modules they imported) and never those it inherited from the caller, on every
     Python and start method.
@@ -68,6 +71,7 @@ def worker_main(
             with contextlib.suppress(OSError):
                 os.close(fd)
         detach_from_caller(lifeline)
+        apply_in_worker(thread_limits)  # before the initializer and the job load anything
         mark_worker_process()
         base = slot_base(slot)
 

@@ -41,6 +41,7 @@ from ._process_lifecycle import WorkerPool
 from ._process_protocol import LoadJob, encode
 from ._process_receiving import Receiver
 from ._process_state import Call, Worker, WorkerState
+from ._thread_limits import worker_limits
 
 __all__ = ["ProcessExecutor", "create"]
 
@@ -68,7 +69,8 @@ class ProcessExecutor:
             else None
         )
         context: Any = multiprocessing.get_context(settings.start_method)
-        self._pool = WorkerPool(context, self.workers, init_payload)
+        limits = worker_limits(settings.inner_threads, self.workers)
+        self._pool = WorkerPool(context, self.workers, init_payload, limits)
         self._call = Call()
         self._sizer = ChunkSizer(settings.chunksize, self.workers)
         max_tasks = settings.max_tasks_per_worker
