@@ -26,6 +26,11 @@ __all__ = ["ClusterExecutor", "refuse_process_settings", "run_chunk"]
 
 Message = tuple[int, list[Any], "tuple[BaseException, str] | None"]
 
+# A pickled job (the function and the call's extra arguments) this large is sent to
+# the cluster once per call (`Client.scatter`, `ray.put`) and tasks refer to it;
+# a smaller one travels inside each task, which costs less than a round trip.
+SHARED_JOB_BYTES = 64 * 1024
+
 
 def _with_timeout(call: Callable[[Any], Any], timeout: float) -> Callable[[Any], Any]:
     """`call` on a helper thread, failing with `TaskTimeoutError` past `timeout`.
@@ -114,7 +119,7 @@ class ClusterExecutor:
         self._connected = False
         self._tasks: dict[Any, tuple[int, list[Any]]] = {}  # future -> (start, items)
         self._unsent: list[Outcome] = []  # items that failed to be pickled
-        self._job_data = b""
+        self._job: Any = b""  # the pickled job, or the cluster's reference to it
 
     # -- what a cluster provides -------------------------------------------------
 
@@ -122,8 +127,17 @@ class ClusterExecutor:
         """Reach (or start) the cluster, only now that there is work; return its size."""
         raise NotImplementedError
 
-    def _submit_task(self, job_data: bytes, items: list[Any]) -> Any:
-        """Start `run_chunk(job_data, items)` on the cluster; return its future."""
+    def _share(self, job_data: bytes) -> Any:
+        """Send `job_data` to the cluster once; return what tasks refer to it by."""
+        raise NotImplementedError
+
+    def _unshare(self, shared: Any) -> None:
+        """Let the cluster drop what `_share` sent: the call is over."""
+        raise NotImplementedError
+
+    def _submit_task(self, job: Any, items: list[Any]) -> Any:
+        """Start `run_chunk(job, items)` on the cluster (`job`: the pickled job or its
+        reference from `_share`, which the cluster resolves); return its future."""
         raise NotImplementedError
 
     def _wait_any(self, futures: list[Any]) -> list[Any]:
@@ -150,12 +164,15 @@ class ClusterExecutor:
             self.workers = self._settings.workers or size
             self._sizer = ChunkSizer(self._settings.chunksize, self.workers, CLUSTER_CHUNK_SECONDS)
         try:
-            self._job_data = dumps((make_item_call(job), job.timeout), foreign=True)
+            job_data = dumps((make_item_call(job), job.timeout), foreign=True)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # a `__reduce__` calling sys.exit() included
             name = getattr(job.func, "__name__", "function")
             raise unsendable(exc, f"{name}() or its extra arguments") from exc
+        # A large job (an extra argument of some size) goes to the cluster once, and
+        # each task refers to it; a small one rides along with each task.
+        self._job = self._share(job_data) if len(job_data) >= SHARED_JOB_BYTES else job_data
         self._sizer.reset(total)
 
     def chunk_size(self) -> int:
@@ -166,7 +183,7 @@ class ClusterExecutor:
 
     def submit(self, start: int, items: list[Any]) -> None:
         try:
-            self._tasks[self._submit_task(self._job_data, items)] = (start, items)
+            self._tasks[self._submit_task(self._job, items)] = (start, items)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # the cluster pickles the items now: one failed
@@ -231,3 +248,6 @@ class ClusterExecutor:
             self._cancel(list(self._tasks))
         self._tasks.clear()
         self._unsent.clear()
+        if not isinstance(self._job, bytes):
+            self._unshare(self._job)
+        self._job = b""

@@ -82,8 +82,14 @@ class DaskExecutor(ClusterExecutor):
         threads: dict[str, int] = self._client.nthreads()
         return max(1, sum(threads.values()))
 
-    def _submit_task(self, job_data: bytes, items: list[Any]) -> Any:
-        return self._client.submit(run_chunk, job_data, items, pure=False)
+    def _share(self, job_data: bytes) -> Any:
+        return self._client.scatter(job_data, hash=False)
+
+    def _unshare(self, shared: Any) -> None:
+        shared.release()
+
+    def _submit_task(self, job: Any, items: list[Any]) -> Any:
+        return self._client.submit(run_chunk, job, items, pure=False)
 
     def _wait_any(self, futures: list[Any]) -> list[Any]:
         return list(distributed.wait(futures, return_when="FIRST_COMPLETED").done)

@@ -32,8 +32,14 @@ class RayExecutor(ClusterExecutor):
             self._local_ray = _local_ray.start(num_cpus=self._settings.workers)
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    def _submit_task(self, job_data: bytes, items: list[Any]) -> Any:
-        return self._task.remote(job_data, items)
+    def _share(self, job_data: bytes) -> Any:
+        return ray.put(job_data)
+
+    def _unshare(self, shared: Any) -> None:
+        """Nothing to do: Ray frees the object once no reference to it is left."""
+
+    def _submit_task(self, job: Any, items: list[Any]) -> Any:
+        return self._task.remote(job, items)
 
     def _wait_any(self, futures: list[Any]) -> list[Any]:
         ray.wait(futures, num_returns=1)
