@@ -26,6 +26,8 @@ W6_SCALING_FACTOR = 2.0
 W6_SCALING_SLACK_MIB = 4.0
 W6S_READ_AHEAD = 5_000  # "at most a few thousand items drawn ahead"
 W7_COST = 1.05
+W8_SPEEDUP = 1.8  # against the serial loop with one BLAS thread
+W8_SERIAL = "serial_one_blas_thread"
 DASK_SLACK = 1.10
 
 COLD = ("parallelize ordered cold", "parallelize unordered cold")
@@ -251,6 +253,32 @@ def _w7(results: RunResults) -> BarLine:
     return BarLine("W7: progress costs <= 5 %", checks)
 
 
+def _w8(results: RunResults) -> BarLine:
+    serial = results.median(W8_SERIAL, "W8")
+    best = results.best_peer("W8")
+    best_text = ""
+    if serial is not None and best is not None:
+        best_text = f"; fastest peer {best[0]} {serial / best[1]:.2f}x"
+
+    def test(row: str, seconds: float) -> tuple[bool | None, str]:
+        if serial is None:
+            return None, f"{_fmt(seconds)}; the serial loop with one BLAS thread not measured"
+        speedup = serial / seconds
+        detail = (
+            f"{_fmt(seconds)}: {speedup:.2f}x the serial loop with one BLAS thread "
+            f"{_fmt(serial)}{best_text}"
+        )
+        return speedup >= W8_SPEEDUP, detail
+
+    checks = _versus_best_peer(results, COLD + WARM, "W8", ", vs the fastest peer")
+    checks += _against(results, COLD + WARM, "W8", test, ", vs serial")
+    return BarLine(
+        "W8: at least as fast as the fastest peer, and >= 1.8x the serial loop run with "
+        "one BLAS thread",
+        checks,
+    )
+
+
 def _dask(results: RunResults) -> BarLine:
     dask = results.median("dask", "W2")
 
@@ -275,4 +303,5 @@ def check_bar(results: RunResults, w3_ideal: float) -> list[BarLine]:
         _w6(results),
         _w7(results),
         _dask(results),
+        _w8(results),
     ]

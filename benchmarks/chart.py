@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .results import RunResults
+from .results import NOT_PEERS, RunResults
 from .workloads import WORKLOADS
 
 __all__ = ["draw_chart"]
@@ -27,6 +27,7 @@ PANELS = (
     ("W6-small", "rss_growth_mib", "peak RSS growth, MiB", False),
     ("W6s", "read_ahead", "items drawn ahead of the consumer", True),
     ("W7", "progress_ratio", "time with bar / without", False),
+    ("W8", "median", "seconds", False),
 )
 
 
@@ -58,7 +59,7 @@ def draw_chart(results: RunResults, path: Path) -> None:
             OURS_COLOR
             if n.startswith("parallelize")
             else SERIAL_COLOR
-            if n == "serial"
+            if n in NOT_PEERS
             else PEER_COLOR
             for n in names
         ]

@@ -37,6 +37,7 @@ class Mode:
     w6_items: int
     w6_small_items: int  # W6 with 10x fewer items: RSS growth must not scale with input
     w6s_items: int
+    w8_items: int  # W8: matrices squared (each item's size is fixed in tasks.py)
     # Repeats per pair: the median is reported. W7 times both sides this many times.
     repeats: int
     slow_repeats: int  # for W2, W3, W6, W6s, whose single call takes seconds
@@ -59,6 +60,7 @@ FULL = Mode(
     w6_items=2_000_000,
     w6_small_items=200_000,
     w6s_items=300_000,
+    w8_items=32,
     repeats=5,
     slow_repeats=3,
     w7_repeats=25,
@@ -77,6 +79,7 @@ QUICK = Mode(
     w6_items=50_000,
     w6_small_items=5_000,
     w6s_items=10_000,
+    w8_items=4,
     repeats=1,
     slow_repeats=1,
     w7_repeats=1,

@@ -25,6 +25,7 @@ PACKAGES = (
     "dask",
     "distributed",
     "numpy",
+    "threadpoolctl",
     "psutil",
     "matplotlib",
 )
@@ -47,8 +48,9 @@ def _version(package: str) -> str | None:
 
 
 def _parallelize_version() -> str:
-    """The version in this checkout's pyproject.toml, and its git commit."""
-    found = re.search(r'^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
+    """The version in this checkout's `parallelize/__init__.py`, and its git commit."""
+    source = (REPO / "parallelize" / "__init__.py").read_text()
+    found = re.search(r'^__version__\s*=\s*"([^"]+)"', source, re.M)
     version = found.group(1) if found else "unknown"
     try:
         commit = _git("rev-parse", "--short", "HEAD")

@@ -2,7 +2,8 @@
 
 A row runs the workloads BENCHMARKS.md gives it: W4 under spawn has no joblib row
 (loky starts workers its own way), W6 only rows that stream lazily, dask only W2,
-W7 only parallelize. `--impl` selects rows by name or by name prefix.
+W7 only parallelize, the serial loop with one BLAS thread only W8. `--impl` selects
+rows by name or by name prefix.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .session import Session, Setup
 
 __all__ = ["IMPLEMENTATIONS", "Implementation", "find", "select_implementations"]
 
-MAPS = frozenset({"W1", "W2", "W3", "W5"})
+MAPS = frozenset({"W1", "W2", "W3", "W5", "W8"})
 STARTUP = frozenset({"W4-fork", "W4-spawn"})
 STREAM = frozenset({"W6", "W6-small", "W6s"})
 
@@ -36,6 +37,10 @@ class Implementation:
     # a smoke test only, or none for an unordered twin; per-item forms of a library
     # measured in another row (apply_async, the executor's chunksize=1) run W1 only.
     quick: frozenset[str] | None = None
+    # A row the bar holds parallelize to, whatever its speed (dask's own client.map for
+    # the dask backend, the serial loop with one BLAS thread for W8): it runs in every
+    # round, like the rows compared with it.
+    reference: bool = False
 
     def runs(self, workload: str, *, quick: bool) -> bool:
         if workload not in self.workloads:
@@ -44,14 +49,21 @@ class Implementation:
 
 
 SMOKE = frozenset({"W1", "W6"})  # a map call and a streaming call
+# joblib also runs W8 in --quick: it limits BLAS threads in its workers, and W8's bar
+# names it as the peer to beat there.
+JOBLIB_QUICK = SMOKE | {"W8"}
 ONLY_W1 = frozenset({"W1"})  # a slower form of a library measured in another row
 NONE: frozenset[str] = frozenset()
 
 
 def _peer(
-    name: str, workloads: frozenset[str], quick: frozenset[str] | None = None
+    name: str,
+    workloads: frozenset[str],
+    quick: frozenset[str] | None = None,
+    *,
+    reference: bool = False,
 ) -> Implementation:
-    return Implementation(name, PEERS[name], workloads, quick=quick)
+    return Implementation(name, PEERS[name], workloads, quick=quick, reference=reference)
 
 
 def _ours(
@@ -71,18 +83,19 @@ def _ours(
 
 IMPLEMENTATIONS: tuple[Implementation, ...] = (
     _peer("serial", MAPS | STREAM),
+    _peer("serial_one_blas_thread", frozenset({"W8"}), reference=True),
     _peer("pool_map", MAPS | STARTUP | STREAM),
     _peer("pool_apply_async_cb", MAPS | STARTUP, quick=ONLY_W1),
     _peer("pool_imap_unordered", MAPS | STARTUP | STREAM),
     _peer("futures_map", MAPS | STARTUP, quick=ONLY_W1),
     _peer("futures_map_auto", MAPS | STARTUP | STREAM),
-    _peer("joblib", MAPS | {"W4-fork"} | STREAM, quick=SMOKE),
+    _peer("joblib", MAPS | {"W4-fork"} | STREAM, quick=JOBLIB_QUICK),
     _peer("joblib_unordered", MAPS | {"W4-fork"}, quick=NONE),
     _peer("mpire", MAPS | STARTUP | STREAM, quick=SMOKE),
     _peer("mpire_unordered", MAPS | STARTUP, quick=NONE),
     _peer("tqdm_process_map", MAPS | STARTUP),
     _peer("pebble", MAPS | STARTUP | STREAM),
-    _peer("dask", frozenset({"W2"}), quick=NONE),
+    _peer("dask", frozenset({"W2"}), quick=NONE, reference=True),
     _ours("parallelize ordered cold", MAPS | STARTUP | {"W7"}, ordered=True, warm=False),
     _ours("parallelize unordered cold", MAPS | STARTUP | {"W7"}, ordered=False, warm=False),
     _ours("parallelize ordered warm", MAPS | STARTUP | {"W7"}, ordered=True, warm=True),

@@ -14,7 +14,7 @@ from .workloads import WORKLOADS
 __all__ = ["markdown_report", "markdown_table"]
 
 TITLES = {w.id: w.title for w in WORKLOADS}
-TIME_COLUMNS = ("W1", "W2", "W3", "W4-fork", "W4-spawn", "W5", "W6", "W6-small")
+TIME_COLUMNS = ("W1", "W2", "W3", "W4-fork", "W4-spawn", "W5", "W6", "W6-small", "W8")
 
 
 def _seconds(value: float) -> str:
@@ -83,7 +83,8 @@ runs, so W4 is their second call of 10 items. W6: + peak RSS growth of the calli
 process ({w6:,} items; "1/10 input": {w6small:,}). W6s: most items drawn from the input
 but not yet returned to the consumer. W7: time with `progress=True` / without, the
 median over back-to-back pairs of W1 calls ({w7} pairs a round, alternating which
-call goes first)."""
+call goes first). W8: {w8} items; `serial_one_blas_thread` is the serial loop inside
+threadpoolctl's `threadpool_limits(limits=1)`, the reference of W8's bar."""
 
 
 def _repeats(settings: dict[str, Any]) -> str:
@@ -91,13 +92,14 @@ def _repeats(settings: dict[str, Any]) -> str:
         text = "1 repeat (--quick)"
     else:
         text = (
-            f"{settings['repeats']} repeats ({settings['slow_repeats']} for W2, W3, W6, W6s, "
+            f"{settings['repeats']} repeats ({settings['slow_repeats']} for W2, W3, W6, W6s, W8, "
             "and for rows too slow for more)"
         )
     rounds = settings.get("rounds", 1)
     if rounds > 1:
         text += (
-            f" a round; the rows the bar compares (parallelize, dask, and peers within "
+            f" a round; the rows the bar compares (parallelize, dask, W8's serial loop with "
+            "one BLAS thread, and peers within "
             f"{CONTENDER_SPREAD}x of the fastest in round 1) run in {rounds} rounds "
             "spread over the run, their repeats pooled"
         )
@@ -164,6 +166,7 @@ def markdown_report(results: RunResults, bar: list[BarLine]) -> str:
         w6=settings["w6_items"],
         w6small=settings["w6_small_items"],
         w7=settings["w7_repeats"],
+        w8=settings["w8_items"],
     )
     parts = [
         f"## Benchmark results ({run['mode']} run)",

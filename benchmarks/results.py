@@ -6,9 +6,10 @@ from typing import Any
 
 from .registry import find
 
-__all__ = ["RunResults", "is_peer"]
+__all__ = ["NOT_PEERS", "RunResults", "is_peer"]
 
-NOT_PEERS = ("serial",)  # the serial loop is the reference, not a peer to beat
+# The serial loops are references, not peers to beat.
+NOT_PEERS = ("serial", "serial_one_blas_thread")
 
 
 class RunResults:

@@ -8,10 +8,11 @@ end of the first round; the quieter of its two runs is kept (both are in the JSO
 
 The machine's speed also drifts over minutes, which no noise meter sees: two rows
 measured ten minutes apart can differ by more than the margins the bar judges. So
-the pairs the bar compares (the parallelize rows, dask's own `client.map`, and the
-peers within `CONTENDER_SPREAD` of the fastest peer in the first round) run again in
-later rounds, in alternating order, each in a fresh process; their times are pooled
-over the rounds, so compared rows are measured across the same stretch of the run.
+the pairs the bar compares (the parallelize rows, the references it holds them to,
+such as dask's own `client.map`, and the peers within `CONTENDER_SPREAD` of the
+fastest peer in the first round) run again in later rounds, in alternating order,
+each in a fresh process; their times are pooled over the rounds, so compared rows
+are measured across the same stretch of the run.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def _contenders(pairs: Sequence[Pair], records: list[dict[str, Any]]) -> list[in
             and record["status"] == "ok"
             and record["median"] <= CONTENDER_SPREAD * fastest[workload.id]
         )
-        if contends or implementation.ours or implementation.name == "dask":
+        if contends or implementation.ours or implementation.reference:
             chosen.append(n)
     return chosen
 

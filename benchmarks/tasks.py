@@ -9,13 +9,26 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["array_sum", "identity", "sleep_item", "sleep_item_short", "spin", "square"]
+__all__ = [
+    "array_sum",
+    "identity",
+    "matrix_rounds",
+    "sleep_item",
+    "sleep_item_short",
+    "spin",
+    "square",
+]
 
 # W3: item v sleeps `SLEEP_BASE - v * SLEEP_STEP` seconds (0.5 s down to 0.05 s).
 SLEEP_BASE = 0.5
 SLEEP_STEP = 0.05
 # --quick runs W3 with every sleep scaled by this, to fit the 60 s budget.
 QUICK_SLEEP_SCALE = 0.1
+# W8: each item squares a matrix of this side this many times. OpenBLAS runs every
+# product of this size on all its threads (one a core), so workers that leave it alone
+# run more busy threads than there are cores.
+MATRIX_SIDE = 300
+MATRIX_ROUNDS = 30
 
 
 def square(x: int) -> int:
@@ -51,3 +64,21 @@ def array_sum(array: Any) -> float:
 def identity(x: int) -> int:
     """W6, W6s: nothing but the round trip of each item."""
     return x
+
+
+def matrix_rounds(seed: int) -> float:
+    """W8: `a = a @ a`, then rescaled, 30 times on a 300x300 float64 matrix made from `seed`.
+
+    The item is a seed, not the matrix, so W8 measures BLAS threads and not the
+    transfer W5 measures: building the matrix here takes about a millisecond. Dividing
+    by the largest entry after each product keeps the entries away from overflow and
+    denormals, so every round costs the same; the result converges to a rank-one
+    matrix, whose trace the item returns.
+    """
+    import numpy as np
+
+    a = np.random.default_rng(seed).random((MATRIX_SIDE, MATRIX_SIDE))
+    for _ in range(MATRIX_ROUNDS):
+        a = a @ a
+        a /= np.abs(a).max()
+    return float(a.trace())

@@ -1,9 +1,10 @@
-"""W1-W7 as BENCHMARKS.md defines them: inputs, item function and the expected answer.
+"""W1-W8 as BENCHMARKS.md defines them: inputs, item function and the expected answer.
 
 A `Case` is built in the pair's process before any clock starts (input construction
 is never timed). Expected answers are the serial answers, computed here without the
 slow part where a closed form exists (W2's loop, W3's sleep); the serial row is
-checked against them like every other row.
+checked against them like every other row. W8 has no closed form: its answer is the
+serial loop's, computed in the pair with one BLAS thread.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("W6-small", "W6 1/10 input", "stream", slow=True, quick_ours_only=True),
     Workload("W6s", "W6s read-ahead", "slow_stream", slow=True),
     Workload("W7", "W7 progress cost", "progress"),
+    Workload("W8", "W8 numeric", "map", slow=True),
 )
 
 
@@ -106,6 +108,11 @@ def build_case(workload: Workload, mode: Mode, w2_loops: int) -> Case:
         return Case(tasks.identity, stream_length=mode.w6_small_items)
     if wid == "W6s":
         return Case(tasks.identity, stream_length=mode.w6s_items)
+    if wid == "W8":
+        seeds = list(range(mode.w8_items))
+        return Case(
+            tasks.matrix_rounds, seeds, expected=_one_blas_thread(tasks.matrix_rounds, seeds)
+        )
     raise ValueError(f"no such workload: {wid}")
 
 
@@ -120,6 +127,19 @@ def _arrays(count: int, nbytes: int) -> list[Any]:
 
     rng = np.random.default_rng(0)
     return [rng.random(nbytes // 8) for _ in range(count)]
+
+
+def _one_blas_thread(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """`[func(x) for x in items]` with this process's BLAS limited to one thread.
+
+    OpenBLAS threads spin for a while after a product before they sleep; computed
+    with one thread, the answer leaves none of the caller's spinning into the timed
+    call, where it would take CPU from the workers.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return [func(x) for x in items]
 
 
 def check_list(results: Iterable[Any], expected: list[Any], *, ordered: bool) -> str | None:
