@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from .._cpus import usable_cpus
 
-__all__ = ["apply_in_worker", "worker_limits"]
+__all__ = ["apply_in_worker", "preload_for_fork", "worker_limits"]
 
 # Each variable, and the threadpoolctl `internal_api` of the library that reads it.
 VARIABLES: dict[str, str | None] = {
@@ -53,6 +53,13 @@ def worker_limits(
         return dict.fromkeys(VARIABLES, str(inner_threads))
     threads = str(max(1, usable_cpus() // workers))
     return {name: environ.get(name, threads) for name in VARIABLES}
+
+
+def preload_for_fork(limits: Mapping[str, str]) -> None:
+    """Import threadpoolctl here if forked workers will need it: they then inherit it
+    instead of each importing it (~15 ms a worker)."""
+    if limits and any(name in sys.modules for name in LOADERS):
+        import threadpoolctl  # noqa: F401
 
 
 def apply_in_worker(limits: Mapping[str, str]) -> None:

@@ -41,7 +41,7 @@ from ._process_lifecycle import WorkerPool
 from ._process_protocol import LoadJob, encode
 from ._process_receiving import Receiver
 from ._process_state import Call, Worker, WorkerState
-from ._thread_limits import worker_limits
+from ._thread_limits import preload_for_fork, worker_limits
 
 __all__ = ["ProcessExecutor", "create"]
 
@@ -70,6 +70,8 @@ class ProcessExecutor:
         )
         context: Any = multiprocessing.get_context(settings.start_method)
         limits = worker_limits(settings.inner_threads, self.workers)
+        if context.get_start_method() == "fork":
+            preload_for_fork(limits)
         self._pool = WorkerPool(context, self.workers, init_payload, limits)
         self._call = Call()
         self._sizer = ChunkSizer(settings.chunksize, self.workers)
