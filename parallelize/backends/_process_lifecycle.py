@@ -1,7 +1,9 @@
 """Worker processes of the process backend: starting, stopping, killing, replacing.
 
 `WorkerPool` owns the processes, their pipes and the shared slot array; it is the
-only part of the pool that starts or ends a process.
+only part of the pool that starts or ends a process. A worker it starts during a
+call is handed the call's job (`_shared_args`): inherited under fork, as the shared
+segment's descriptor otherwise.
 
 Each worker leads its own process group (`_process_detach`), so ending a worker
 kills the group: the processes its items started end with it. Its exit is watched
@@ -12,6 +14,7 @@ died.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import os
 import select
@@ -22,11 +25,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._sending import main_is_a_file
-from ._process_protocol import SLOT_FIELDS, STOP
+from ._process_protocol import OPENS_CALLER_FDS, SLOT_FIELDS, STOP, slot_base
 from ._process_state import Worker, WorkerState
 from ._process_worker import worker_main
+from ._shared_args import CallJob, Handoff
 from ._slots import shared_doubles
-from ._wire import capacity, send, widen
+from ._wire import MESSAGE_OVERHEAD_BYTES, capacity, send, widen
 
 __all__ = ["STOP_SECONDS", "UNKNOWN_EXIT_CODE", "WorkerPool"]
 
@@ -49,6 +53,7 @@ class WorkerPool:
         self.thread_limits = thread_limits  # for the numeric libraries in each worker
         self.by_slot: list[Worker | None] = [None] * size
         self.slots: Any = None  # the shared slot array, made with the first worker
+        self.job: CallJob | None = None  # the call's, for workers started during it
 
     def live(self) -> list[Worker]:
         return [worker for worker in self.by_slot if worker is not None]
@@ -72,6 +77,12 @@ class WorkerPool:
             for other in self.live():
                 close_fds += [other.tasks.fileno(), other.results.fileno()]
                 close_fds.append(other.lifeline.fileno())
+        # A worker forked now inherits the call's job; one spawned gets the segment.
+        job = self.job
+        inherited = job.inherited() if job is not None and method == "fork" else None
+        passed = job.passed() if job is not None and method != "fork" else None
+        handoff = Handoff(os.getpid(), lifeline_in.fileno(), inherited, passed)
+        self.slots[slot_base(slot) + OPENS_CALLER_FDS] = 0.0  # until the new one looks
         process = self.context.Process(
             target=worker_main,
             args=(
@@ -84,6 +95,7 @@ class WorkerPool:
                 method == "spawn",
                 lifeline_out,
                 self.thread_limits,
+                handoff,
             ),
             name=f"parallelize-worker-{slot}",
             daemon=True,
@@ -100,10 +112,34 @@ class WorkerPool:
         # its work waits in the pipe instead of for its "ready".
         ready = method == "fork" and self.init_payload is None
         worker = Worker(process, tasks_in, results_out, slot, ready)
+        if inherited is not None:
+            worker.job_id = inherited[0]  # it needs no `LoadJob`
         worker.lifeline = lifeline_in
         worker.exit_fd, worker.owns_exit_fd = _exit_watch(process)
         worker.task_pipe_bytes = capacity(tasks_in)
         self.by_slot[slot] = worker
+
+    def opens_caller_fds(self, worker: Worker) -> bool:
+        """Whether `worker` found at its start that it can open our descriptors."""
+        return bool(self.slots[slot_base(worker.slot) + OPENS_CALLER_FDS] > 0)
+
+    def fits_in_task_pipe(self, worker: Worker, size: int) -> bool:
+        """Whether a message of `size` bytes fits in what is left of `worker`'s task
+        pipe (a worker still starting may not have read what it was given before)."""
+        return unread_bytes(worker.tasks) + size + MESSAGE_OVERHEAD_BYTES <= worker.task_pipe_bytes
+
+    def give_job(self, worker: Worker, job_id: int, envelope: bytes, buffers: list[Any]) -> None:
+        """Send job `job_id` to `worker`, which holds no work (kept from an earlier call):
+        idle, it is reading; starting, the message must fit in its pipe."""
+        state = worker.state
+        worker.state = WorkerState.RECEIVING  # an interrupt from here on leaves it half-written
+        try:
+            send(worker.tasks, envelope, buffers)
+        except OSError:  # it died; its exit watch will tell collect()
+            worker.lost()
+            return
+        worker.state = state
+        worker.job_id = job_id
 
     def has_exited(self, worker: Worker) -> bool:
         """Whether `worker`'s process has ended (it may not be reaped yet)."""
@@ -180,6 +216,20 @@ def _exit_watch(process: Any) -> tuple[int, bool]:
         with contextlib.suppress(OSError):
             return os.pidfd_open(process.pid), True
     return process.sentinel, False
+
+
+def unread_bytes(conn: Any) -> int:
+    """The bytes written to the pipe `conn` and not read yet; where the system cannot
+    say, as many as it holds (nothing more fits)."""
+    try:
+        import fcntl
+        import termios
+
+        count = array.array("i", [0])
+        fcntl.ioctl(conn.fileno(), termios.FIONREAD, count)
+        return count[0]
+    except (ImportError, OSError):
+        return capacity(conn)
 
 
 def _wait_for_exits(workers: list[Worker], deadline: float) -> None:

@@ -1,8 +1,9 @@
 """What the parent and a worker process exchange: pipe messages and the shared slots.
 
 Every message is a small pickled envelope, one of the named tuples below, plus raw
-buffers (`_wire`). From the parent a worker gets `LoadJob` once per call, then
-`RunChunk`s, and `STOP` (pickled `None`) to end. A worker answers `Ready` once
+buffers (`_wire`). From the parent a worker gets `LoadJob` once per call (unless it
+was forked for the call and inherited the job: `_shared_args`), then `RunChunk`s,
+and `STOP` (pickled `None`) to end. A worker answers `Ready` once
 started, a `Results` for each run of results (and for the item that failed after
 them), `ChunkUnreadable` or `JobUnloadable` when it could not unpickle what it was
 sent, and `InitializerFailed` if it cannot start at all.
@@ -15,7 +16,11 @@ the parent (`_slots`). The worker writes them, the parent only reads them:
   items (a death then blames no item); written only for tracked chunks. Under a
   `timeout` it is `SENDING` while results are pickled and sent, which count towards
   the deadline of the last item run (a pickling that hangs must time out too);
-- `STARTED_AT`: `time.monotonic()` when that item started, for timeouts.
+- `STARTED_AT`: `time.monotonic()` when that item started, for timeouts;
+- `OPENS_CALLER_FDS`: 1 once the worker found it can open the caller's descriptors
+  through `/proc/<caller>/fd` (so a kept worker can map a later call's shared
+  arguments), -1 if it cannot, 0 until it has looked. The parent sets it to 0 before
+  it starts a worker in the slot; only the worker writes it afterwards.
 
 While it changes the item, a worker writes -1 to `RUNNING_OFFSET` first and the new
 offset last, so a reader that sees the same offset before and after reading
@@ -38,6 +43,7 @@ __all__ = [
     "InitializerFailed",
     "JobUnloadable",
     "LoadJob",
+    "OPENS_CALLER_FDS",
     "Ready",
     "Results",
     "RunChunk",
@@ -51,7 +57,8 @@ __all__ = [
 CHUNK_SEQ = 0
 RUNNING_OFFSET = 1
 STARTED_AT = 2
-SLOT_FIELDS = 3
+OPENS_CALLER_FDS = 3
+SLOT_FIELDS = 4
 # `RUNNING_OFFSET` while a timed chunk's results are being pickled and sent.
 SENDING = -2.0
 
@@ -71,10 +78,17 @@ def slot_base(slot: int) -> int:
 
 
 class LoadJob(NamedTuple):
-    """The call's item function and whether items are timed (pickled in `payload`)."""
+    """The call's item function and whether items are timed, pickled with protocol 5.
+
+    `parts` are the pickle and then its out-of-band buffers, each given as the bytes
+    themselves, as the index of one of the message's buffers, or as `(offset, size)`
+    in the shared segment `segment` names (`_shared_args.SegmentRef`). None: the job
+    was meant to reach this worker another way (a bug if it is ever sent).
+    """
 
     job_id: int
-    payload: bytes
+    parts: tuple[Any, ...] | None
+    segment: tuple[int, ...] | None
 
 
 class RunChunk(NamedTuple):

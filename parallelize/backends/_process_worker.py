@@ -21,6 +21,7 @@ from ._items import run_items
 from ._process_detach import detach_from_caller
 from ._process_protocol import (
     CHUNK_SEQ,
+    OPENS_CALLER_FDS,
     RUNNING_OFFSET,
     SENDING,
     STARTED_AT,
@@ -34,6 +35,7 @@ from ._process_protocol import (
     slot_base,
     wire_form,
 )
+from ._shared_args import Handoff, WorkerJobs, close_inherited_segments
 from ._thread_limits import apply_in_worker
 from ._wire import receive
 from ._wire import send as send_message
@@ -56,12 +58,14 @@ def worker_main(
     spawned: bool,
     lifeline: Any,
     thread_limits: dict[str, str],
+    handoff: Handoff,
 ) -> None:
     """Run chunks from `tasks` until told to stop or the parent is gone.
 
     `lifeline` is the read end of a pipe only the caller writes to, and never does:
     it turns readable when the caller dies (`_process_detach`); `thread_limits` are
-    the numeric libraries' thread limits (`_thread_limits`). A worker that ends on
+    the numeric libraries' thread limits (`_thread_limits`); `handoff` brings the job
+    of the call under way, or what it takes to find it (`_shared_args`). A worker that ends on
     its own runs the exit handlers registered in it (by the initializer, by items, by
     modules they imported) and never those it inherited from the caller, on every
     Python and start method.
@@ -70,10 +74,13 @@ def worker_main(
         for fd in close_fds:  # under fork: the parent's ends of other workers' pipes
             with contextlib.suppress(OSError):
                 os.close(fd)
+        close_inherited_segments()  # under fork: those of calls under way
         detach_from_caller(lifeline)
         apply_in_worker(thread_limits)  # before the initializer and the job load anything
         mark_worker_process()
         base = slot_base(slot)
+        jobs = WorkerJobs(handoff, lifeline.fileno())
+        slots[base + OPENS_CALLER_FDS] = 1.0 if jobs.opens_caller_fds() else -1.0
 
         def send(message: Any, buffers: list[Any] | None = None) -> None:
             send_message(results, dumps(wire_form(message)), buffers or ())
@@ -89,6 +96,17 @@ def worker_main(
 
         call: Any = None
         timed = False
+        # Why the last job could not be loaded: said when a chunk of it comes, as a
+        # job given to a kept worker ahead of its work may never get any.
+        unloadable: JobUnloadable | None = None
+        inherited = jobs.take_inherited()
+        if inherited is not None:
+            job_id, parts = inherited
+            try:
+                call, timed = loads(parts[0], parts[1:])
+            except BaseException as exc:
+                unloadable = JobUnloadable(job_id, error_payload(exc))
+            del inherited, parts
         while True:
             try:
                 envelope, buffers = receive(tasks)
@@ -100,11 +118,14 @@ def worker_main(
                     _exit_quickly()
                 return
             if type(message) is LoadJob:
+                call, unloadable = None, None  # the last job's memory goes first
                 try:
-                    call, timed = loads(message.payload)
+                    call, timed = jobs.rebuild(message, buffers)
                 except BaseException as exc:
-                    call = None
-                    send(JobUnloadable(message.job_id, error_payload(exc)))
+                    unloadable = JobUnloadable(message.job_id, error_payload(exc))
+                continue
+            if unloadable is not None:
+                send(unloadable)
                 continue
             seq = message.seq
             slots[base + RUNNING_OFFSET] = -1.0

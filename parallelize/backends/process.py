@@ -38,9 +38,9 @@ from ._crossing import unsendable
 from ._process_blame import Blame
 from ._process_dispatch import Dispatcher
 from ._process_lifecycle import WorkerPool
-from ._process_protocol import LoadJob, encode
 from ._process_receiving import Receiver
 from ._process_state import Call, Worker, WorkerState
+from ._shared_args import CAN_SHARE, CallJob
 from ._thread_limits import preload_for_fork, worker_limits
 
 __all__ = ["ProcessExecutor", "create"]
@@ -83,6 +83,10 @@ class ProcessExecutor:
         self._input_may_be_slow = False
         self._input_is_slow = False  # the last chunk took a while to draw
         self._room_given_at = 0.0
+        self._job: CallJob | None = None  # the call's, until it ends
+        # Kept workers may still hold a large job of an earlier call (its segment
+        # mapped, or its descriptor): the next call gives them its job at once.
+        self._kept_may_hold_large_job = False
 
     # -- the runner's side -------------------------------------------------------
 
@@ -92,12 +96,12 @@ class ProcessExecutor:
         call.name = getattr(job.func, "__name__", "function")
         call.timeout = job.timeout
         try:
-            payload = dumps((make_item_call(job), job.timeout is not None))
+            packed = CallJob(call.job_id, (make_item_call(job), job.timeout is not None))
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # a `__reduce__` calling sys.exit() included
             raise unsendable(exc, f"{call.name}() or its extra arguments") from exc
-        call.job_message = encode(LoadJob(call.job_id, payload))
+        self._job = packed
         call.fruitless_deaths = 0
         self._sizer.reset(total)
         # An input with a length is in memory, drawn at once; one without may be a
@@ -106,15 +110,49 @@ class ProcessExecutor:
         self._input_is_slow = False
         self._room_given_at = time.monotonic()
         self._unstarted = []
+        kept: list[Worker] = []
         for slot, worker in enumerate(self._pool.by_slot):
-            if worker is None or not _reusable(self._pool, worker):
-                if worker is not None:
-                    self._pool.discard(worker)
-                self._unstarted.append(slot)
+            if worker is not None and _reusable(self._pool, worker):
+                kept.append(worker)
+                continue
+            if worker is not None:
+                self._pool.discard(worker)
+            self._unstarted.append(slot)
+        forked = self._pool.context.get_start_method() == "fork"
+        # Workers forked from now on inherit the job: a segment is for the others.
+        kept_open = any(self._pool.opens_caller_fds(w) for w in kept) if packed.large else False
+        if packed.large and CAN_SHARE and (not forked or kept_open):
+            packed.share()
+        call.job_message = packed.message(forked=forked)
+        self._pool.job = packed
+        if packed.large:  # set first: an interrupt below must not lose it
+            self._kept_may_hold_large_job = True
+        if kept and self._kept_may_hold_large_job:
+            self._give_job_to_kept(packed, kept, call.job_message)
+        self._kept_may_hold_large_job = packed.large
         # One worker now; the others once the first chunk is on its way to it, so the
         # first items run while they start (a cold call starts every worker).
         if self._unstarted and not self._pool.live():
             self._pool.spawn(self._unstarted.pop(0))
+
+    def _give_job_to_kept(self, packed: CallJob, kept: list[Worker], message: bytes) -> None:
+        """Give the job to each kept worker now, not with its first chunk: a worker that
+        gets no chunk this call then still lets go of an earlier call's large job. A
+        kept worker maps the segment through /proc where it can; if it cannot, an idle
+        one gets the job through its pipe, and one still starting is started anew."""
+        pool = self._pool
+        for worker in kept:
+            buffers: list[Any] = []
+            envelope = message
+            if packed.large and not (packed.segment is not None and pool.opens_caller_fds(worker)):
+                envelope, buffers = packed.by_pipe()
+            # Idle, it is reading: any size goes in. Starting, only what fits its pipe.
+            reading = worker.state is WorkerState.IDLE
+            if reading or (not buffers and pool.fits_in_task_pipe(worker, len(envelope))):
+                pool.give_job(worker, packed.job_id, envelope, buffers)
+            else:  # starting: nothing to lose, and we must not block on it
+                pool.discard(worker)
+                self._unstarted.append(worker.slot)
 
     def chunk_size(self) -> int:
         return self._sizer.size
@@ -191,10 +229,21 @@ class ProcessExecutor:
                     self._pool.discard(worker)
         self._dispatcher.queue.clear()
         self._call.outcomes = []
+        self._release_job()
 
     def shutdown(self) -> None:
         self._unstarted = []
+        self._release_job()
         self._pool.end_all()
+        self._kept_may_hold_large_job = False
+
+    def _release_job(self) -> None:
+        """Close the call's segment (workers keep their mappings) and drop the job."""
+        packed, self._job = self._job, None
+        self._pool.job = None
+        self._call.job_message = b""
+        if packed is not None:
+            packed.close()
 
 
 def _with_messages(workers: list[Worker]) -> list[Worker]:
