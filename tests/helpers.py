@@ -8,9 +8,14 @@ forkserver processes, where a `multiprocessing.Event` could only be inherited.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +301,31 @@ def seen_limits(x: object) -> tuple[dict[str, str | None], list[int]]:
 
     variables = {name: os.environ.get(name) for name in VARIABLES}
     return variables, [pool["num_threads"] for pool in ThreadpoolController().info()]
+
+
+def restore_sigint() -> None:
+    """In the child before exec: a program started in the background may inherit
+    SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def running(command: list[str]) -> Iterator[subprocess.Popen[str]]:
+    """Start `command` in a session of its own; kill what is left of it afterwards."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    program = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=restore_sigint,
+    )
+    try:
+        yield program
+    finally:
+        if program.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(program.pid, signal.SIGKILL)
+        program.communicate()  # reaps it and closes its pipes, however it ended

@@ -15,11 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
 import pytest
+from helpers import running
 
 SCRIPT = Path(__file__).parent / "fault_scripts" / "interrupt.py"
 # multiprocessing's own helpers, started by the program: not workers. Forkserver
@@ -42,12 +43,6 @@ CASES = [
     ("process", "spawn", "iter", "program"),
     ("process", "fork", "unordered", "program"),
 ]
-
-
-def restore_sigint() -> None:
-    """In the child before exec: a program started in the background may inherit
-    SIGINT ignored, and Python then never raises KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def is_gone(process: psutil.Process) -> bool:
@@ -85,28 +80,6 @@ def split_descendants(
 def started_pids(directory: Path) -> set[int]:
     """The pids that ran items, from the files the items leave: `started-<x>-<pid>`."""
     return {int(path.name.split("-")[2]) for path in directory.iterdir()}
-
-
-@contextlib.contextmanager
-def running(command: list[str]) -> Iterator[subprocess.Popen[str]]:
-    """Start `command` in a session of its own; kill what is left of it afterwards."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    program = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-        preexec_fn=restore_sigint,
-    )
-    try:
-        yield program
-    finally:
-        if program.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(program.pid, signal.SIGKILL)
-            program.communicate()
 
 
 @pytest.mark.timeout(60)

@@ -416,34 +416,21 @@ def caller_holding_segments(
     script.write_text(textwrap.dedent(CALLER_SCRIPT))
     directory = tmp_path / "ran"
     directory.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     command = [sys.executable, str(script), start_method, mode, str(directory)]
-    program = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
     tree: list[psutil.Process] = []
-    try:
-        assert program.stdout is not None
-        line = program.stdout.readline().strip()
-        assert line == "ready", program.communicate()[1][-3000:]
-        tree = psutil.Process(program.pid).children(recursive=True)
-        workers = [p.pid for p in tree if not _is_helper(p, program.pid)]
-        assert len(workers) == 2, tree
-        yield program, tree, workers
-    finally:
-        if program.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(program.pid, signal.SIGKILL)
-        program.communicate()
-        for process in tree:  # do not leave a fork server to the next test
-            with contextlib.suppress(psutil.Error):
-                process.kill()
+    with helpers.running(command) as program:
+        try:
+            assert program.stdout is not None
+            line = program.stdout.readline().strip()
+            assert line == "ready", program.communicate()[1][-3000:]
+            tree = psutil.Process(program.pid).children(recursive=True)
+            workers = [p.pid for p in tree if not _is_helper(p, program.pid)]
+            assert len(workers) == 2, tree
+            yield program, tree, workers
+        finally:
+            for process in tree:  # do not leave a fork server to the next test
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
 
 
 def _is_helper(process: psutil.Process, caller: int) -> bool:
