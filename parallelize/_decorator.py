@@ -303,6 +303,7 @@ class SettingArguments(TypedDict, total=False):
     start_method: Literal["fork", "spawn", "forkserver"] | None
     keep_alive: bool
     inner_threads: int | None
+    retry_on: type[BaseException] | tuple[type[BaseException], ...]
 
 
 class OptionArguments(SettingArguments, total=False):

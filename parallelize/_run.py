@@ -64,7 +64,7 @@ def run(
         drawn = len(first)
         ordered = settings.ordered
         raise_first = settings.errors == "raise"
-        retries = settings.retries
+        retries, retry_on = settings.retries, settings.retry_on
         attempts: dict[int, int] = {}
         waiting: dict[int, list[Any]] = {}  # ordered: runs that arrived early, by start
         waiting_items = 0
@@ -84,7 +84,7 @@ def run(
                 if isinstance(outcome, Failed):
                     index = outcome.index
                     tries = attempts.get(index, 0)
-                    if tries < retries:
+                    if tries < retries and isinstance(outcome.error, retry_on):
                         attempts[index] = tries + 1
                         executor.submit(index, [outcome.item])
                         continue

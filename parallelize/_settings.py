@@ -59,6 +59,7 @@ class Settings:
     start_method: str | None = None
     keep_alive: bool = False
     inner_threads: int | None = None
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception
 
     def __post_init__(self) -> None:
         _check_positive_int("workers", self.workers, allow_none=True)
@@ -82,6 +83,14 @@ class Settings:
         _check_positive_int("chunksize", self.chunksize, allow_none=True)
         _check_positive_int("max_tasks_per_worker", self.max_tasks_per_worker, allow_none=True)
         _check_positive_int("inner_threads", self.inner_threads, allow_none=True)
+        classes = self.retry_on if isinstance(self.retry_on, tuple) else (self.retry_on,)
+        if not classes or not all(
+            isinstance(cls, type) and issubclass(cls, BaseException) for cls in classes
+        ):
+            raise TypeError(
+                "retry_on must be an exception class or a tuple of exception classes, "
+                f"got {self.retry_on!r}"
+            )
         if self.timeout is not None and not (
             isinstance(self.timeout, (int, float))
             and not isinstance(self.timeout, bool)

@@ -160,6 +160,15 @@ def fail_first_attempt(x: int, directory: str) -> int:
     return x
 
 
+def exit_first_attempt(x: int, directory: str) -> int:
+    """`fail_first_attempt` with `SystemExit`: not an `Exception`, so not retried by default."""
+    marker = Path(directory, f"tried-{x}")
+    if not marker.exists():
+        marker.touch()
+        raise SystemExit(f"first attempt at {x!r}")
+    return x
+
+
 # -- gates and high-water marks ---------------------------------------------------------
 
 

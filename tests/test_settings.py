@@ -101,3 +101,25 @@ def test_start_method_is_used(
     ((mark, parent),) = parallel(**process_settings)(helpers.how_started)([0])
     assert (mark == "set in the parent") == (method == "fork")
     assert (parent == os.getpid()) == (method != "forkserver")  # forkserver forks them
+
+
+def test_retry_on_limits_what_retries_run_again(
+    any_settings: dict[str, Any], tmp_path: Path
+) -> None:
+    """Only failures that are instances of `retry_on` run again; the default,
+    `Exception`, leaves out `SystemExit` and other `BaseException`s."""
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    matching = parallel(retries=1, retry_on=(KeyError, ValueError), **any_settings)
+    assert matching(helpers.fail_first_attempt)([1, 2], str(tmp_path / "a")) == [1, 2]
+    other = parallel(retries=1, retry_on=KeyError, errors="return", **any_settings)
+    results = other(helpers.fail_first_attempt)([1, 2], str(tmp_path / "b"))
+    assert all(isinstance(result, ValueError) for result in results)
+    exits = parallel(retries=2, errors="return", **any_settings)(helpers.exit_first_attempt)
+    assert isinstance(exits([1], str(tmp_path / "c"))[0], SystemExit)
+
+
+@pytest.mark.parametrize("bad", [ValueError(), int, (), (KeyError, "x")])
+def test_retry_on_must_be_exception_classes(bad: object) -> None:
+    with pytest.raises(TypeError, match="retry_on"):
+        parallel(retry_on=bad)  # type: ignore[call-overload]

@@ -38,6 +38,8 @@ def detach_from_caller(lifeline: Any) -> None:
         return
     with contextlib.suppress(OSError):  # a group leader already: killpg covers it the same
         os.setpgid(0, 0)
+    # The caller holds SIGINT back while it starts a worker; the mask is inherited.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _end_with_caller(lifeline.fileno())
@@ -63,7 +65,10 @@ def _end_with_caller(fd: int) -> None:
                 end_group()
 
         signal.signal(_CALLER_GONE, on_signal)
-        fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+        # To the whole group if the worker leads one: an item's forked child still
+        # holding the pipe is told too (the signal ends it) should the worker be gone.
+        leader = os.getpgrp() == os.getpid()
+        fcntl.fcntl(fd, fcntl.F_SETOWN, -os.getpid() if leader else os.getpid())
         fcntl.fcntl(fd, fcntl.F_SETSIG, int(_CALLER_GONE))
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
     else:

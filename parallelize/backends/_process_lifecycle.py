@@ -32,7 +32,7 @@ from ._shared_args import CallJob, Handoff
 from ._slots import shared_doubles
 from ._wire import MESSAGE_OVERHEAD_BYTES, capacity, send, widen
 
-__all__ = ["STOP_SECONDS", "UNKNOWN_EXIT_CODE", "WorkerPool"]
+__all__ = ["STOP_SECONDS", "UNKNOWN_EXIT_CODE", "WorkerPool", "uninterrupted"]
 
 # Workers told to stop get this long to exit before they are killed.
 STOP_SECONDS = 1.0
@@ -62,7 +62,11 @@ class WorkerPool:
         return self.by_slot[worker.slot] is worker
 
     def spawn(self, slot: int) -> None:
-        """Start a worker in `slot`."""
+        """Start a worker in `slot`; a Ctrl-C meanwhile waits until it is recorded."""
+        with uninterrupted():
+            self._spawn(slot)
+
+    def _spawn(self, slot: int) -> None:
         if self.slots is None:
             self.slots = shared_doubles(self.context, SLOT_FIELDS * len(self.by_slot))
         tasks_out, tasks_in = self.context.Pipe(duplex=False)
@@ -163,44 +167,71 @@ class WorkerPool:
             worker.process.kill()
 
     def discard(self, worker: Worker) -> None:
-        """End `worker` for good: kill what is left of its group, reap it, close its pipes."""
-        if self.by_slot[worker.slot] is worker:
-            self.by_slot[worker.slot] = None
-        self.kill(worker)  # also after a clean exit: its items' children end with it
-        self.reap(worker)
-        for end in (worker.tasks, worker.results, worker.lifeline):
-            end.close()
-        if worker.owns_exit_fd:
-            os.close(worker.exit_fd)
-        worker.process.close()
+        """End `worker` for good: kill what is left of its group, reap it, close its pipes.
+
+        Done whole or not at all as far as Ctrl-C goes: the worker leaves `by_slot`
+        only once it is reaped, so nothing is left for a later clean-up to miss.
+        """
+        with uninterrupted():
+            if worker.discarded:
+                return
+            self.kill(worker)  # also after a clean exit: its items' children end with it
+            self.reap(worker)
+            for end in (worker.tasks, worker.results, worker.lifeline):
+                end.close()
+            if worker.owns_exit_fd:
+                os.close(worker.exit_fd)
+                worker.owns_exit_fd = False
+            worker.process.close()
+            worker.discarded = True
+            if self.by_slot[worker.slot] is worker:
+                self.by_slot[worker.slot] = None
 
     def replace(self, worker: Worker) -> None:
         """Stop `worker` (idle) and start a new one in its slot."""
-        self._tell_to_stop(worker)
-        _wait_for_exits([worker], time.monotonic() + STOP_SECONDS)
-        self.discard(worker)
-        self.spawn(worker.slot)
+        with uninterrupted():
+            self._tell_to_stop(worker)
+            _wait_for_exits([worker], time.monotonic() + STOP_SECONDS)
+            self.discard(worker)
+            self.spawn(worker.slot)
 
     def end_all(self) -> None:
-        """End every worker: those that can be told stop, the others are killed."""
-        workers = self.live()
-        self.by_slot = [None] * len(self.by_slot)
-        for worker in workers:
-            if worker.state is WorkerState.STARTING or worker.holds_half_a_message:
-                self.kill(worker)  # nothing to lose, or nothing it could read
-            else:
-                self._tell_to_stop(worker)
-        _wait_for_exits(workers, time.monotonic() + STOP_SECONDS)
-        for worker in workers:
-            self.discard(worker)
-        if self.slots is not None:
-            self.slots.close()
-            self.slots = None
+        """End every worker: those that can be told stop, the others are killed. A
+        Ctrl-C meanwhile is raised once all are reaped (within STOP_SECONDS)."""
+        with uninterrupted():
+            workers = self.live()
+            for worker in workers:
+                if worker.state is WorkerState.STARTING or worker.holds_half_a_message:
+                    self.kill(worker)  # nothing to lose, or nothing it could read
+                else:
+                    self._tell_to_stop(worker)
+            _wait_for_exits(workers, time.monotonic() + STOP_SECONDS)
+            for worker in workers:
+                self.discard(worker)
+            if self.slots is not None:
+                self.slots.close()
+                self.slots = None
 
     def _tell_to_stop(self, worker: Worker) -> None:
         worker.stopping()
         with contextlib.suppress(OSError):
             send(worker.tasks, STOP)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold SIGINT back while a process is started or ended and recorded: a Ctrl-C in
+    the middle would leave a worker that no record names, running or a zombie. The
+    `KeyboardInterrupt` comes as soon as the block is done. (Children inherit the
+    mask; workers unblock SIGINT first thing, `_process_detach`.)"""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 # What multiprocessing's fork server reports when it has no status: ours for the same.

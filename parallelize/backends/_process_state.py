@@ -85,6 +85,7 @@ class Worker:
         # Why the parent killed it: (offset in its running chunk, or None if it was
         # sending results, and the error to report).
         self.kill_reason: tuple[int | None, BaseException] | None = None
+        self.discarded = False  # reaped and its pipes closed: nothing of it is left
         self.exit_fd = -1  # readable once the process has ended (`WorkerPool.spawn`)
         self.owns_exit_fd = False  # a pidfd we opened and close, not the sentinel
         self.exit_status_lost = False  # reaped by the system: SIGCHLD is ignored
