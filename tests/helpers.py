@@ -151,21 +151,13 @@ def fail_slow_to_free(x: object) -> object:
     raise SlowToFreeError(f"bad item {x!r}")
 
 
-def fail_first_attempt(x: int, directory: str) -> int:
-    """Fail the first time an item runs, succeed on later attempts (a marker file remembers)."""
+def fail_first_attempt(x: int, directory: str, error: type[BaseException] = ValueError) -> int:
+    """Raise `error` the first time an item runs, succeed on later attempts (a marker
+    file remembers)."""
     marker = Path(directory, f"tried-{x}")
     if not marker.exists():
         marker.touch()
-        raise ValueError(f"first attempt at {x!r}")
-    return x
-
-
-def exit_first_attempt(x: int, directory: str) -> int:
-    """`fail_first_attempt` with `SystemExit`: not an `Exception`, so not retried by default."""
-    marker = Path(directory, f"tried-{x}")
-    if not marker.exists():
-        marker.touch()
-        raise SystemExit(f"first attempt at {x!r}")
+        raise error(f"first attempt at {x!r}")
     return x
 
 

@@ -115,8 +115,8 @@ def test_retry_on_limits_what_retries_run_again(
     other = parallel(retries=1, retry_on=KeyError, errors="return", **any_settings)
     results = other(helpers.fail_first_attempt)([1, 2], str(tmp_path / "b"))
     assert all(isinstance(result, ValueError) for result in results)
-    exits = parallel(retries=2, errors="return", **any_settings)(helpers.exit_first_attempt)
-    assert isinstance(exits([1], str(tmp_path / "c"))[0], SystemExit)
+    exits = parallel(retries=2, errors="return", **any_settings)(helpers.fail_first_attempt)
+    assert isinstance(exits([1], str(tmp_path / "c"), SystemExit)[0], SystemExit)
 
 
 @pytest.mark.parametrize("bad", [ValueError(), int, (), (KeyError, "x")])
