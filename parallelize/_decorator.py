@@ -216,6 +216,10 @@ class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
         executor = self._kept_executor(kind) if kept else _new_executor(kind, settings)
         try:
             yield from run(executor, job, items, total, settings, name, bounded=bounded)
+        except KeyboardInterrupt:
+            if kept:  # Ctrl-C ends every worker, kept ones too; the next call starts anew
+                self._release_kept()
+            raise
         finally:
             if kept:
                 with self._self_close_lock:

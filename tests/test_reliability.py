@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import faults
+import psutil
 import pytest
 
 from parallelize import TaskTimeoutError, parallel
@@ -352,6 +353,51 @@ def test_an_interrupted_send_leaves_a_kept_function_working(
         assert work([b"ab"] * 40) == [2] * 40
     finally:
         work.close()
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_ctrl_c_ends_the_kept_workers_too(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during a `keep_alive` call ends every worker, the idle ones included
+    ("no worker process is left behind"); the next call starts new ones."""
+    real_send = _process_dispatch.send
+
+    def interrupted(end: Any, envelope: bytes, buffers: Any = ()) -> None:
+        if buffers:  # the call's first chunk: the other worker is idle, holding nothing
+            raise KeyboardInterrupt
+        real_send(end, envelope, buffers)
+
+    work = parallel(**settings_for(backend, workers=2, keep_alive=True))(current_pid)
+    try:
+        first = set(work(range(8)))
+        assert len(first) == 2
+        monkeypatch.setattr(_process_dispatch, "send", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            work(range(8))
+        monkeypatch.setattr(_process_dispatch, "send", real_send)
+        assert wait_until_gone(first), "a kept worker outlived Ctrl-C"
+        assert not set(work(range(8))) & first
+    finally:
+        work.close()
+
+
+def current_pid(x: int) -> int:
+    return os.getpid()
+
+
+def wait_until_gone(pids: set[int], seconds: float = 2.0 + SLACK_SECONDS) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def fail_near(x: int, seconds: float) -> int:
