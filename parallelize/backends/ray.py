@@ -54,8 +54,14 @@ class RayExecutor(ClusterExecutor):
         return isinstance(error, lost)
 
     def _cancel(self, futures: list[Any]) -> None:
-        for future in futures:
-            ray.cancel(future, force=True)
+        """Leave the call's last tasks to finish on the cluster; the call does not wait.
+
+        `ray.cancel` races a task completing: the driver then aborts in Ray's task
+        manager ("Tried to complete task that was not pending"), taking the caller's
+        process with it, and `force=True` also kills the worker some time later, maybe
+        while it runs a task of the next call. At most `tasks_per_worker` chunks per
+        worker are in flight, so little work is left behind.
+        """
 
     def shutdown(self) -> None:
         if self._local_ray is not None:  # only the Ray this executor started
