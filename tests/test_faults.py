@@ -543,6 +543,11 @@ FINAL_FAILURE: dict[str, type[BaseException]] = {
 }
 
 
+def retry_on_for(how: str) -> dict[str, Any]:
+    """`SystemExit` is not an `Exception`: only `retry_on=BaseException` retries it."""
+    return {"retry_on": BaseException} if how == SYS_EXIT else {}
+
+
 @pytest.mark.parametrize(
     ("settings", "how"),
     [(name, how) for name, hows in RETRY_HOWS.items() for how in hows],
@@ -552,6 +557,7 @@ def test_retry_recovers_from_a_first_attempt_fault(
     settings: dict[str, Any], how: str, tmp_path: Path
 ) -> None:
     extra, hang_seconds = hang_settings(settings, how)
+    extra.update(retry_on_for(how))
     work = parallel(retries=1, **settings, **extra)(faults.fault_on_first_attempt)
     results = work(range(6), 2, how, str(tmp_path), hang_seconds)
     assert results == [faults.expected(i) for i in range(6)]
@@ -574,6 +580,7 @@ def test_retries_report_the_final_failure(
 ) -> None:
     """A fault on every attempt: retries=2 runs the item 3 times, reports the last failure."""
     extra, hang_seconds = hang_settings(settings, how)
+    extra.update(retry_on_for(how))
     work = parallel(retries=2, errors="return", **settings, **extra)(faults.fault_on_every_attempt)
     directory = tmp_path / "return"
     directory.mkdir()
