@@ -31,14 +31,14 @@ import psutil
 import pytest
 
 from parallelize import TaskTimeoutError, WorkerLostError, parallel
-from parallelize.backends import _process_lifecycle, _shared_args
+from parallelize.backends import _process_lifecycle, _segment, _shared_args
 
 pytestmark = pytest.mark.skipif(
-    not _shared_args.CAN_SHARE, reason="shared segments are memfds, on Linux"
+    not _segment.CAN_SHARE, reason="shared segments are memfds, on Linux"
 )
 
 START_METHODS = ["fork", "spawn", "forkserver"]
-SEGMENT = f"memfd:{_shared_args.SEGMENT_NAME}"
+SEGMENT = f"memfd:{_segment.SEGMENT_NAME}"
 # Arrays over the 1 MiB threshold, small enough for quick tests.
 BIG = 2 * 1024 * 1024 // 8
 # The memory test's array; the bar: what a call adds stays under 1.25 x the array.
@@ -233,7 +233,61 @@ def test_kept_workers_get_each_calls_array_and_let_go_of_the_last(
             assert not holders([os.getpid(), *workers])
         finally:
             f.close()
-    assert len(made) == (1 if start_method == "fork" else 2)
+    # Under fork too: the first kept call's segment is what the next call compares with.
+    assert len(made) == 2
+
+
+def where_and_what(i: int, table: Any, scale: float = 1.0) -> tuple[int, float]:
+    """Where this worker's `table` is mapped, and the item's value."""
+    return table.ctypes.data, float(table[i * (len(table) // 8)]) * scale
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_unchanged_arguments_reach_kept_workers_once(
+    start_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same array, unchanged, in a second call: no new segment, and each worker
+    keeps the job it loaded (its array is where it was); read-only arrays too."""
+    writable = np.arange(BIG, dtype=np.float64)
+    readonly = np.arange(BIG, dtype=np.float64) * 2
+    readonly.flags.writeable = False
+    for table in (writable, readonly):
+        with segments_counted(monkeypatch) as made:
+            f = parallel(workers=2, start_method=start_method, keep_alive=True)(where_and_what)
+            try:
+                one = f(range(8), table)
+                two = f(range(8), table)
+            finally:
+                f.close()
+        expected = [float(table[i * (BIG // 8)]) for i in range(8)]
+        assert [v for _, v in one] == [v for _, v in two] == expected
+        assert {a for a, _ in two} <= {a for a, _ in one}  # no worker mapped the job again
+        assert len(made) == 1
+
+
+def changed(table: Any, where: int) -> None:
+    table[where] += 1.0
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_arguments_changed_in_place_reach_kept_workers_again(
+    start_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An array changed in place between calls, even its first or last value, or a
+    small argument changed beside it: the next call is a new job, and items see it."""
+    table = np.zeros(BIG)
+    f = parallel(workers=2, start_method=start_method, keep_alive=True)(where_and_what)
+    try:
+        f(range(8), table)
+        for where in (0, BIG - 1, BIG // 8):
+            changed(table, where)
+            assert [v for _, v in f(range(8), table)] == [
+                float(table[i * (BIG // 8)]) for i in range(8)
+            ]
+        sums = {v for _, v in f(range(8), table, 3.0)}
+        assert 3.0 in sums  # item 1 reads table[BIG // 8], now 1.0, times 3
+    finally:
+        f.close()
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
@@ -275,19 +329,24 @@ def test_a_kept_worker_still_starting_is_given_the_job_or_started_anew(
 # -- memory -------------------------------------------------------------------------------
 
 
-def pss(pids: list[int]) -> int:
-    return sum(psutil.Process(pid).memory_full_info().pss for pid in pids)
+def pss_beside_segments(pid: int) -> int:
+    """`pid`'s PSS (shared pages counted once), less what its mappings of our
+    segments add to it: those are counted whole, once, by `memory_in_use`."""
+    total = 0
+    for mapping in psutil.Process(pid).memory_maps(grouped=True):
+        if not mapping.path.startswith(f"/{SEGMENT}"):
+            total += mapping.pss
+    return total
 
 
 def memory_in_use(pids: list[int]) -> int:
-    """What `pids` use: their PSS (shared pages counted once), plus the whole of each
-    segment they hold, which PSS counts only for the pages mapped and touched (a page
-    a worker touched is counted twice: an upper bound)."""
+    """What `pids` use: their PSS beside our segments, plus the whole of each segment
+    they hold (by descriptor or mapping), once, whatever share of it is touched."""
     segments: dict[int, int] = {}
     for pid in pids:
         segments.update(segment_fds(pid))
         segments.update(segment_maps(pid))
-    return pss(pids) + sum(segments.values())
+    return sum(pss_beside_segments(pid) for pid in pids) + sum(segments.values())
 
 
 def measured_call(function: Any, table: Any, directory: Path, items: int = 8) -> int:

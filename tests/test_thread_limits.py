@@ -55,6 +55,28 @@ def test_an_explicit_inner_threads_wins(process_settings: dict[str, Any]) -> Non
     assert set(pools) == {1}
 
 
+def native_threads_after_a_product(_: int) -> tuple[int, int]:
+    """This process's threads after a matrix product, and how many of them are Python's."""
+    import threading
+
+    a = np.ones((300, 300))
+    a @ a
+    return len(os.listdir("/proc/self/task")), threading.active_count()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_a_one_thread_openblas_keeps_no_idle_threads(process_settings: dict[str, Any]) -> None:
+    """A forked worker's OpenBLAS starts its pool again when limited, and a new thread
+    spins ~0.1 s for work that never comes, taking a CPU from the items; limited to
+    one thread, the worker runs no thread but Python's."""
+    openblas = [p for p in threadpoolctl.threadpool_info() if p["internal_api"] == "openblas"]
+    if not openblas or openblas[0]["num_threads"] < 2:
+        pytest.skip("the caller's numpy has no multithreaded OpenBLAS")
+    settings = {**process_settings, "inner_threads": 1}
+    for native, python in parallel(**settings)(native_threads_after_a_product)([0, 1]):
+        assert native == python
+
+
 def test_a_limit_the_user_set_is_kept_when_automatic(
     process_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

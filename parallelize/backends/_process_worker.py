@@ -35,7 +35,8 @@ from ._process_protocol import (
     slot_base,
     wire_form,
 )
-from ._shared_args import Handoff, WorkerJobs, close_inherited_segments
+from ._segment import close_inherited_segments
+from ._shared_args import Handoff, WorkerJobs
 from ._thread_limits import apply_in_worker
 from ._wire import receive
 from ._wire import send as send_message

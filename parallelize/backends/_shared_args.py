@@ -15,106 +15,36 @@ also inside lists, dicts and objects) are never copied into each worker:
 |                                          | start-up probe found that it can; otherwise  |
 |                                          | the parts cross its pipe (copied, as before) |
 
-The segment is a memfd (Linux): it has no name, in `/dev/shm` or anywhere, so no
-death can leak it; it is freed when the last descriptor and mapping of it go, the
-caller's included, however they end. The parent writes it with `pwritev` (no
-mapping of its own), seals it against writes and resizing, and closes it when the
-call ends (`CallJob.close`); workers map it read-only (arrays rebuilt from it are
-read-only) and let go of it when they load the next call's job or end: after a large
-call, the next one gives every kept worker its job at once, even one that will get
-no work. A call whose large buffers total under `SHARED_BYTES` pickles everything in
-band, as it always did: no segment, and the same single message.
+The segment (`_segment`) is a sealed memfd, closed when the call ends
+(`CallJob.close`); workers map it read-only (arrays rebuilt from it are read-only)
+and let go of it when they load the next call's job or end: after a large call, the
+next one gives every kept worker its job at once, even one that will get no work.
+
+On a kept pool the last call's segment is kept too (the workers' mappings hold its
+pages anyway): a call whose pickle and buffers are that segment's, byte for byte
+(`memcmp`, ~13 ms for 200 MB), is the same job (`CallJob.adopt`), and workers that
+loaded it get no `LoadJob` at all. Under fork the first kept call makes a segment
+for that reason, though its workers inherit the job. A call whose large buffers
+total under `SHARED_BYTES` pickles everything in band, as it always did: no
+segment, and the same single message.
 """
 
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
-import sys
-from typing import Any, NamedTuple
+from typing import Any
 
 from .._sending import OUT_OF_BAND_BYTES, dumps, loads
 from ._process_protocol import LoadJob, encode
+from ._segment import CAN_SHARE, Segment, SegmentRef, mapped
 
-__all__ = [
-    "CAN_SHARE",
-    "SHARED_BYTES",
-    "CallJob",
-    "Handoff",
-    "WorkerJobs",
-    "close_inherited_segments",
-]
+__all__ = ["SHARED_BYTES", "CallJob", "Handoff", "WorkerJobs"]
 
 # A call shares its large buffers once they total this much: below it, copying them
 # into each worker's pipe costs less than a segment (a few system calls, and a page
 # fault per page a worker reads).
 SHARED_BYTES = 1 << 20
-# Parts start at multiples of this in the segment: any dtype's alignment, one cache line.
-ALIGNMENT = 64
-SEGMENT_NAME = "parallelize-args"
-# A memfd is created 0777; only a descriptor or /proc/<pid>/fd (owner only) reaches
-# it, but its mode should say so too (as the slots' does).
-SEGMENT_MODE = 0o600
-CAN_SHARE = sys.platform == "linux" and hasattr(os, "memfd_create") and hasattr(os, "pwritev")
-
-# Segment descriptors open in this process, by every call under way (there may be
-# several, in threads). A worker forked meanwhile inherits them and closes them at
-# once: kept open, they would hold another call's segment for the worker's lifetime.
-_open_segment_fds: set[int] = set()
-
-
-class SegmentRef(NamedTuple):
-    """What a worker needs to find a segment and check it found the right one."""
-
-    caller_pid: int
-    fd: int  # in the caller
-    device: int
-    inode: int
-    size: int
-
-
-class Segment:
-    """A sealed memfd holding the parts of one job, each at an aligned offset."""
-
-    def __init__(self, parts: list[memoryview]) -> None:
-        self.places: list[tuple[int, int]] = []
-        end = 0
-        for part in parts:
-            start = -(-end // ALIGNMENT) * ALIGNMENT
-            self.places.append((start, part.nbytes))
-            end = start + part.nbytes
-        fd = os.memfd_create(SEGMENT_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        _open_segment_fds.add(fd)
-        self.fd = fd
-        try:
-            os.fchmod(fd, SEGMENT_MODE)
-            os.ftruncate(fd, end)
-            for part, (start, _) in zip(parts, self.places, strict=True):
-                _write_at(fd, part, start)
-            import fcntl
-
-            seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals | fcntl.F_SEAL_SEAL)
-            status = os.fstat(fd)
-        except BaseException:  # Ctrl-C in the middle of the copy included
-            self.close()
-            raise
-        self.ref = SegmentRef(os.getpid(), fd, status.st_dev, status.st_ino, end)
-
-    def close(self) -> None:
-        if self.fd < 0:
-            return
-        _open_segment_fds.discard(self.fd)
-        os.close(self.fd)
-        self.fd = -1
-
-
-def _write_at(fd: int, part: memoryview, offset: int) -> None:
-    view = part.cast("B")
-    done = 0
-    while done < view.nbytes:
-        done += os.pwritev(fd, [view[done:]], offset + done)
 
 
 class CallJob:
@@ -135,11 +65,33 @@ class CallJob:
         self.parts: list[Any] = [payload, *buffers]
         self.segment: Segment | None = None
 
-    def share(self) -> None:
+    def share(self, *, kept: bool) -> None:
         """Put the parts into a segment; on failure (no memory for it, no descriptor
-        left) the job travels the other ways."""
+        left) the job travels the other ways. `kept`: on a kept pool the next call
+        compares its job with this one, and the segment is mapped for that now."""
         with contextlib.suppress(OSError):
             self.segment = Segment([memoryview(part) for part in self._shared_parts()])
+            if kept:
+                self.segment.keep_mapped()
+
+    def same_as(self, earlier: CallJob) -> bool:
+        """Whether `earlier` (the last call's job, released, its segment kept) is this
+        job: the same pickle and buffers, byte for byte."""
+        if earlier.segment is None or not self.large:
+            return False
+        shared = self._shared_parts()
+        in_band = self.parts[: len(self.parts) - len(shared)]
+        if in_band != earlier.parts:
+            return False
+        try:
+            return earlier.segment.holds([memoryview(part) for part in shared])
+        except OSError:  # no memory to map it: share anew
+            return False
+
+    def adopt(self, earlier: CallJob) -> None:
+        """Become `earlier`'s job: its id, which workers have loaded, and its segment."""
+        self.job_id = earlier.job_id
+        self.segment, earlier.segment = earlier.segment, None
 
     def _shared_parts(self) -> list[Any]:
         payload = self.parts[0]
@@ -174,6 +126,12 @@ class CallJob:
     def passed(self) -> tuple[int, int] | None:
         """The segment's descriptor for a worker started now (spawn, forkserver)."""
         return None if self.segment is None else (self.job_id, self.segment.fd)
+
+    def release(self) -> None:
+        """Let go of the caller's objects, keeping the segment and what `same_as`
+        compares beside it: the pickle, unless the segment holds it."""
+        self.parts = self.parts[: len(self.parts) - len(self._shared_parts())]
+        self._obj = None
 
     def close(self) -> None:
         """Let go of the segment and of the caller's objects."""
@@ -211,16 +169,6 @@ def _rebuilt_handoff(caller_pid: int, caller_lifeline: int, passed: Any) -> Hand
     """In a spawned worker: the handoff, with the descriptor the parent passed."""
     mine = None if passed is None else (passed[0], passed[1].detach())
     return Handoff(caller_pid, caller_lifeline, None, mine)
-
-
-def close_inherited_segments() -> None:
-    """In a new worker: close the segment descriptors a fork gave it. A forked worker
-    never needs them (it inherits its call's job whole), and kept they would hold the
-    segments of calls that have ended."""
-    for fd in _open_segment_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _open_segment_fds.clear()
 
 
 class WorkerJobs:
@@ -261,7 +209,7 @@ class WorkerJobs:
             if message.segment is not None:
                 ref = SegmentRef(*message.segment)
                 fd = passed[1] if passed is not None and passed[0] == message.job_id else None
-                mapping = _mapped(ref, fd)
+                mapping = mapped(ref, fd)
             parts = [_part(part, buffers, mapping) for part in message.parts]
         finally:
             if passed is not None:
@@ -277,26 +225,3 @@ def _part(part: Any, buffers: list[memoryview], mapping: memoryview | None) -> A
         start, size = part
         return mapping[start : start + size]
     return part
-
-
-def _mapped(ref: SegmentRef, fd: int | None) -> memoryview:
-    """A read-only view of the segment `ref` names, through `fd` or the caller's /proc."""
-    opened = fd is None
-    if fd is None:
-        path = f"/proc/{ref.caller_pid}/fd/{ref.fd}"
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot open the call's shared arguments at {path}: {exc.strerror}"
-            ) from None
-    try:
-        status = os.fstat(fd)
-        if (status.st_dev, status.st_ino, status.st_size) != (ref.device, ref.inode, ref.size):
-            raise OSError(f"{SEGMENT_NAME}: the call's shared arguments are gone (call over)")
-        # Private and read-only: the pages are the segment's, shared, as none is written;
-        # a shared mapping of a write-sealed memfd is refused before Linux 6.7.
-        return memoryview(mmap.mmap(fd, ref.size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ))
-    finally:
-        if opened:
-            os.close(fd)

@@ -40,7 +40,8 @@ from ._process_dispatch import Dispatcher
 from ._process_lifecycle import WorkerPool
 from ._process_receiving import Receiver
 from ._process_state import Call, Worker, WorkerState
-from ._shared_args import CAN_SHARE, CallJob
+from ._segment import CAN_SHARE
+from ._shared_args import CallJob
 from ._thread_limits import preload_for_fork, worker_limits
 
 __all__ = ["ProcessExecutor", "create"]
@@ -84,6 +85,9 @@ class ProcessExecutor:
         self._input_is_slow = False  # the last chunk took a while to draw
         self._room_given_at = 0.0
         self._job: CallJob | None = None  # the call's, until it ends
+        # Kept pools: the last call's job, released, its segment kept to compare with.
+        self._keep_alive = settings.keep_alive
+        self._kept_job: CallJob | None = None
         # Kept workers may still hold a large job of an earlier call (its segment
         # mapped, or its descriptor): the next call gives them its job at once.
         self._kept_may_hold_large_job = False
@@ -101,6 +105,14 @@ class ProcessExecutor:
             raise
         except BaseException as exc:  # a `__reduce__` calling sys.exit() included
             raise unsendable(exc, f"{call.name}() or its extra arguments") from exc
+        kept_job, self._kept_job = self._kept_job, None
+        if kept_job is not None:
+            try:
+                if packed.same_as(kept_job):
+                    packed.adopt(kept_job)
+                    call.job_id = packed.job_id
+            finally:
+                kept_job.close()
         self._job = packed
         call.fruitless_deaths = 0
         self._sizer.reset(total)
@@ -119,10 +131,12 @@ class ProcessExecutor:
                 self._pool.discard(worker)
             self._unstarted.append(slot)
         forked = self._pool.context.get_start_method() == "fork"
-        # Workers forked from now on inherit the job: a segment is for the others.
+        # Workers forked from now on inherit the job: a segment is for the others, and
+        # on a kept pool, for the next call to compare its job with.
         kept_open = any(self._pool.opens_caller_fds(w) for w in kept) if packed.large else False
-        if packed.large and CAN_SHARE and (not forked or kept_open):
-            packed.share()
+        wanted = not forked or kept_open or self._keep_alive
+        if packed.large and CAN_SHARE and packed.segment is None and wanted:
+            packed.share(kept=self._keep_alive)
         call.job_message = packed.message(forked=forked)
         self._pool.job = packed
         if packed.large:  # set first: an interrupt below must not lose it
@@ -142,6 +156,8 @@ class ProcessExecutor:
         one gets the job through its pipe, and one still starting is started anew."""
         pool = self._pool
         for worker in kept:
+            if worker.job_id == packed.job_id:  # the last call's job, unchanged
+                continue
             buffers: list[Any] = []
             envelope = message
             if packed.large and not (packed.segment is not None and pool.opens_caller_fds(worker)):
@@ -234,15 +250,24 @@ class ProcessExecutor:
     def shutdown(self) -> None:
         self._unstarted = []
         self._release_job()
+        if self._kept_job is not None:
+            self._kept_job.close()
+            self._kept_job = None
         self._pool.end_all()
         self._kept_may_hold_large_job = False
 
     def _release_job(self) -> None:
-        """Close the call's segment (workers keep their mappings) and drop the job."""
+        """Drop the call's job; close its segment (workers keep their mappings), or on a
+        kept pool keep it for the next call to compare with."""
         packed, self._job = self._job, None
         self._pool.job = None
         self._call.job_message = b""
-        if packed is not None:
+        if packed is None:
+            return
+        if self._keep_alive and packed.segment is not None:
+            packed.release()
+            self._kept_job = packed
+        else:
             packed.close()
 
 
