@@ -14,7 +14,6 @@ a kept pool knows that arguments it already has did not change.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import mmap
 import os
 import sys
@@ -132,6 +131,8 @@ def _address(part: memoryview) -> int | None:
     if not part.c_contiguous:
         return None
     if not part.readonly:
+        import ctypes
+
         with memoryview(part) as view:  # released at once: ctypes copies nothing
             return ctypes.addressof(ctypes.c_char.from_buffer(view))
     numpy: Any = sys.modules.get("numpy")  # a read-only array's buffer
@@ -145,16 +146,17 @@ def _map_populated(fd: int, size: int) -> int:
     """The address of a private read-only mapping of `fd`, its pages mapped at once
     (`MAP_POPULATE`: one system call, where faulting 200 MB in page by page costs
     as much again as comparing it). ctypes, as Python's `mmap` gives no address."""
+    import ctypes
+
     libc = _libc()
     address: int | None = libc.mmap(
         None, size, mmap.PROT_READ, mmap.MAP_PRIVATE | mmap.MAP_POPULATE, fd, 0
     )
-    if address is None or address == MAP_FAILED:
+    if address is None or address == ctypes.c_void_p(-1).value:  # MAP_FAILED
         raise OSError(ctypes.get_errno(), "cannot map the call's shared arguments")
     return address
 
 
-MAP_FAILED = ctypes.c_void_p(-1).value
 _libc_functions: Any = None
 
 
@@ -163,6 +165,8 @@ def _libc() -> Any:
     ~13 ms, where comparing two memoryviews takes ~330 ms."""
     global _libc_functions
     if _libc_functions is None:
+        import ctypes  # here: workers never compare, and need not import it
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.mmap.argtypes = [
             ctypes.c_void_p,
