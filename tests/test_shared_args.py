@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import helpers
+import hypothesis
 import numpy as np
 import psutil
 import pytest
+from hypothesis import strategies as st
 
 from parallelize import TaskTimeoutError, WorkerLostError, parallel
 from parallelize.backends import _process_lifecycle, _segment, _shared_args
@@ -288,6 +290,41 @@ def test_arguments_changed_in_place_reach_kept_workers_again(
         assert 3.0 in sums  # item 1 reads table[BIG // 8], now 1.0, times 3
     finally:
         f.close()
+
+
+@hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+@hypothesis.given(
+    sizes=st.lists(st.integers(0, 3 * 4096 + 7), min_size=1, max_size=4),
+    change=st.one_of(
+        st.none(),
+        st.tuples(st.integers(0, 3), st.integers(0, 3 * 4096 + 6), st.integers(1, 255)),
+    ),
+    readonly=st.booleans(),
+)
+def test_a_segment_holds_exactly_the_bytes_it_was_made_from(
+    sizes: list[int], change: tuple[int, int, int] | None, readonly: bool
+) -> None:
+    """Any parts, any one byte of them changed (or none): the segment says it holds
+    them only if nothing changed, read-only buffers included."""
+    rng = np.random.default_rng(len(sizes))
+    parts = [rng.integers(0, 256, size, dtype=np.uint8) for size in sizes]
+    segment = _segment.Segment([memoryview(p) for p in parts])
+    try:
+        if change is not None:
+            which, where, delta = change
+            part = parts[which % len(parts)]
+            if part.size:
+                at = where % part.size
+                part[at] = (int(part[at]) + delta) % 256
+            else:
+                change = None
+        for part in parts:
+            part.flags.writeable = not readonly
+        assert segment.holds([memoryview(p) for p in parts]) == (change is None)
+        shorter = [memoryview(p) for p in parts[:-1]] + [memoryview(parts[-1])[:-1]]
+        assert parts[-1].size == 0 or not segment.holds(shorter)
+    finally:
+        segment.close()
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
