@@ -230,9 +230,15 @@ def test_kept_workers_get_each_calls_array_and_let_go_of_the_last(
             assert all(mapped for _, _, mapped, _ in two)
             workers = {pid for *_, pid in one} | {pid for *_, pid in two}
             # Small, and one item: no segment, and one worker gets work. Both were
-            # given the job nonetheless, and let go of the large one.
+            # given the job nonetheless, and let go of the large one (the idle one
+            # as soon as it reads its pipe). Nor did the first call's forked workers
+            # inherit the caller's mapping of the segment it compares with.
             assert f([5], np.arange(8, dtype=np.float64))[0][0] == 5.0
-            assert not holders([os.getpid(), *workers])
+            assert not holders([os.getpid()])
+            deadline = time.monotonic() + helpers.GATE_SECONDS
+            while (held := holders(list(workers))) and time.monotonic() < deadline:
+                time.sleep(helpers.POLL_SECONDS)
+            assert not held
         finally:
             f.close()
     # Under fork too: the first kept call's segment is what the next call compares with.

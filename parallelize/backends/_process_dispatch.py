@@ -68,7 +68,7 @@ class Dispatcher:
             self._send(worker, chunk, chunk.envelope)
 
     def _send(self, worker: Worker, chunk: Chunk, envelope: bytes) -> None:
-        worker.receiving(chunk)  # an interrupt from here on leaves it half-written
+        worker.receiving()  # an interrupt from here on leaves it half-written
         broken = False
         try:
             if worker.job_id != self.call.job_id:

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import Outcome
 
-__all__ = ["Call", "Chunk", "ChunkState", "Worker", "WorkerState"]
+__all__ = ["Call", "Chunk", "Worker", "WorkerState"]
 
 
 class WorkerState(enum.Enum):
@@ -33,14 +33,6 @@ class WorkerState(enum.Enum):
     BUSY = "busy"  # holds chunks (`in_flight`)
     STOPPING = "stopping"  # told to stop, or killed: only its exit remains
     DEAD = "dead"  # its pipe broke: its exit follows
-
-
-class ChunkState(enum.Enum):
-    QUEUED = "queued"
-    SENDING = "sending"  # its message is being written to a worker
-    IN_FLIGHT = "in flight"  # a worker holds it; nothing reported yet
-    PARTLY_REPORTED = "partly reported"  # `reported` of its items are answered
-    DONE = "done"  # every item answered, or its worker died and the rest was requeued
 
 
 class Chunk:
@@ -54,7 +46,6 @@ class Chunk:
         "seq",
         "size",
         "start",
-        "state",
         "tracked",
     )
 
@@ -62,7 +53,6 @@ class Chunk:
         self.seq = seq
         self.start = start  # the input index of its first item
         self.items = items
-        self.state = ChunkState.QUEUED
         self.reported = 0  # items answered, from the first
         self.tracked = False  # the worker writes the running item to its slot
         self.envelope: bytes | None = None  # set while encoded and not yet sent
@@ -104,24 +94,20 @@ class Worker:
         if self.state is WorkerState.STARTING:
             self.state = WorkerState.IDLE
 
-    def receiving(self, chunk: Chunk) -> None:
+    def receiving(self) -> None:
         self.state = WorkerState.RECEIVING
-        chunk.state = ChunkState.SENDING
 
     def took(self, chunk: Chunk) -> None:
         self.in_flight.append(chunk)
         self.items_sent += len(chunk.items)
-        chunk.state = ChunkState.IN_FLIGHT
         if self.state is WorkerState.RECEIVING:
             self.state = WorkerState.BUSY
 
     def reported(self, chunk: Chunk, through: int) -> None:
         chunk.reported = through
-        chunk.state = ChunkState.PARTLY_REPORTED
 
     def finished_chunk(self) -> Chunk:
         chunk = self.in_flight.popleft()
-        chunk.state = ChunkState.DONE
         if self.state is WorkerState.BUSY and not self.in_flight:
             self.state = WorkerState.IDLE
         return chunk
