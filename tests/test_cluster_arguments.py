@@ -7,6 +7,8 @@ task. Checked by watching what the backend hands the cluster.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import pytest
@@ -30,8 +32,8 @@ def watch_cluster(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         cls = getattr(pytest.importorskip(f"parallelize.backends.{name}"), class_name)
         share, submit = cls._share, cls._submit_task
 
-        def spy_share(self: Any, job_data: bytes, share: Any = share) -> Any:
-            seen["shared"].append(share(self, job_data))
+        def spy_share(self: Any, job: Any, share: Any = share) -> Any:
+            seen["shared"].append(share(self, job))
             return seen["shared"][-1]
 
         def spy_submit(self: Any, job: Any, items: list[Any], submit: Any = submit) -> Any:
@@ -78,3 +80,26 @@ def test_a_small_argument_rides_with_each_task_on_dask_or_ray(
     ]
     assert seen["shared"] == []
     assert all(isinstance(job, bytes) for job in seen["jobs"])
+
+
+def where_it_is(x: int, table: Any) -> tuple[int, int]:
+    """This worker's pid and the address of the task's array, which is kept alive in
+    the worker: a copy made for each task could then not reuse the last one's memory."""
+    kept = sys.__dict__.setdefault("parallelize_test_tables", [])
+    kept.append(table)
+    return os.getpid(), table.ctypes.data
+
+
+def test_tasks_rebuild_a_large_array_on_the_clusters_own_copy(
+    cluster_settings: dict[str, Any],
+) -> None:
+    """A numpy argument travels out of band: each task's array is built on the buffer
+    the cluster stores, not unpickled into a copy of its own, task after task."""
+    np = pytest.importorskip("numpy")
+    table = np.arange(BIG, dtype=np.float64)
+    seen = parallel(**cluster_settings, chunksize=1)(where_it_is)(range(12), table)
+    by_worker: dict[int, set[int]] = {}
+    for pid, address in seen:
+        by_worker.setdefault(pid, set()).add(address)
+    assert max(sum(pid == p for p, _ in seen) for pid in by_worker) >= 2
+    assert all(len(addresses) == 1 for addresses in by_worker.values()), by_worker

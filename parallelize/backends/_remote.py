@@ -8,6 +8,7 @@ reports a task as failed when its worker was lost (or the cluster itself failed)
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from ._chunking import CLUSTER_CHUNK_SECONDS, ChunkSizer
 from ._crossing import error_payload, result_errors, unsendable
 from ._items import run_items
 
-__all__ = ["ClusterExecutor", "refuse_process_settings", "run_chunk"]
+__all__ = ["ClusterExecutor", "SharedJob", "refuse_process_settings", "run_chunk"]
 
 Message = tuple[int, list[Any], "tuple[BaseException, str] | None"]
 
@@ -30,6 +31,22 @@ Message = tuple[int, list[Any], "tuple[BaseException, str] | None"]
 # the cluster once per call (`Client.scatter`, `ray.put`) and tasks refer to it;
 # a smaller one travels inside each task, which costs less than a round trip.
 SHARED_JOB_BYTES = 64 * 1024
+
+
+class SharedJob:
+    """A large job as the cluster keeps it: the pickle, and its large buffers (numpy
+    arrays' data) set apart as `PickleBuffer`s. Dask and Ray pickle those out of band
+    too, and hand each task the stored buffers themselves, so tasks rebuild the arrays
+    on them instead of each unpickling a copy (W9, 200 MB: 5.3 s on Ray before)."""
+
+    __slots__ = ("buffers", "payload")
+
+    def __init__(self, payload: bytes, buffers: list[Any]) -> None:
+        self.payload = payload
+        self.buffers = buffers
+
+    def load(self) -> Any:
+        return loads(self.payload, self.buffers)
 
 
 def _with_timeout(call: Callable[[Any], Any], timeout: float) -> Callable[[Any], Any]:
@@ -69,9 +86,9 @@ def _with_timeout(call: Callable[[Any], Any], timeout: float) -> Callable[[Any],
     return run
 
 
-def run_chunk(job_data: bytes, items: list[Any]) -> tuple[list[Message], float]:
+def run_chunk(job: bytes | SharedJob, items: list[Any]) -> tuple[list[Message], float]:
     """Runs in a cluster worker: every item of one chunk, as messages and seconds."""
-    call, timeout = loads(job_data)
+    call, timeout = loads(job) if isinstance(job, bytes) else job.load()
     if timeout is not None:
         call = _with_timeout(call, timeout)
     messages: list[Message] = []
@@ -127,8 +144,8 @@ class ClusterExecutor:
         """Reach (or start) the cluster, only now that there is work; return its size."""
         raise NotImplementedError
 
-    def _share(self, job_data: bytes) -> Any:
-        """Send `job_data` to the cluster once; return what tasks refer to it by."""
+    def _share(self, job: SharedJob) -> Any:
+        """Send `job` to the cluster once; return what tasks refer to it by."""
         raise NotImplementedError
 
     def _unshare(self, shared: Any) -> None:
@@ -163,16 +180,21 @@ class ClusterExecutor:
             self._connected = True
             self.workers = self._settings.workers or size
             self._sizer = ChunkSizer(self._settings.chunksize, self.workers, CLUSTER_CHUNK_SECONDS)
+        buffers: list[memoryview] = []
         try:
-            job_data = dumps((make_item_call(job), job.timeout), foreign=True)
+            payload = dumps((make_item_call(job), job.timeout), foreign=True, buffers=buffers)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # a `__reduce__` calling sys.exit() included
             name = getattr(job.func, "__name__", "function")
             raise unsendable(exc, f"{name}() or its extra arguments") from exc
         # A large job (an extra argument of some size) goes to the cluster once, and
-        # each task refers to it; a small one rides along with each task.
-        self._job = self._share(job_data) if len(job_data) >= SHARED_JOB_BYTES else job_data
+        # each task refers to it; a small one (never with buffers set apart: each is
+        # as large as a shared job) rides along with each task.
+        if len(payload) + sum(b.nbytes for b in buffers) >= SHARED_JOB_BYTES:
+            self._job = self._share(SharedJob(payload, [pickle.PickleBuffer(b) for b in buffers]))
+        else:
+            self._job = payload
         self._sizer.reset(total)
 
     def chunk_size(self) -> int:

@@ -18,7 +18,7 @@ import dask
 import distributed
 
 from .._settings import Settings
-from ._remote import ClusterExecutor, run_chunk
+from ._remote import ClusterExecutor, SharedJob, run_chunk
 
 __all__ = ["DaskExecutor", "create"]
 
@@ -82,8 +82,8 @@ class DaskExecutor(ClusterExecutor):
         threads: dict[str, int] = self._client.nthreads()
         return max(1, sum(threads.values()))
 
-    def _share(self, job_data: bytes) -> Any:
-        return self._client.scatter(job_data, hash=False)
+    def _share(self, job: SharedJob) -> Any:
+        return self._client.scatter(job, hash=False)
 
     def _unshare(self, shared: Any) -> None:
         shared.release()

@@ -13,7 +13,7 @@ import ray
 
 from .._settings import Settings
 from . import _local_ray
-from ._remote import ClusterExecutor, run_chunk
+from ._remote import ClusterExecutor, SharedJob, run_chunk
 
 __all__ = ["RayExecutor", "create"]
 
@@ -32,8 +32,8 @@ class RayExecutor(ClusterExecutor):
             self._local_ray = _local_ray.start(num_cpus=self._settings.workers)
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    def _share(self, job_data: bytes) -> Any:
-        return ray.put(job_data)
+    def _share(self, job: SharedJob) -> Any:
+        return ray.put(job)
 
     def _unshare(self, shared: Any) -> None:
         """Nothing to do: Ray frees the object once no reference to it is left."""
