@@ -30,6 +30,7 @@ from ._process_state import Worker, WorkerState
 from ._process_worker import worker_main
 from ._shared_args import CallJob, Handoff
 from ._slots import shared_doubles
+from ._thread_limits import prepare_fork
 from ._wire import MESSAGE_OVERHEAD_BYTES, capacity, send, widen
 
 __all__ = ["STOP_SECONDS", "UNKNOWN_EXIT_CODE", "WorkerPool", "uninterrupted"]
@@ -77,6 +78,7 @@ class WorkerPool:
         method = self.context.get_start_method()
         close_fds: list[int] = []
         if method == "fork":
+            prepare_fork(self.thread_limits)
             close_fds = [tasks_in.fileno(), results_out.fileno(), lifeline_in.fileno()]
             for other in self.live():
                 close_fds += [other.tasks.fileno(), other.results.fileno()]

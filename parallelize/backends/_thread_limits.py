@@ -9,7 +9,8 @@ usable CPUs shared out between the workers), in two ways:
   function and its modules: a library loaded from then on reads them;
 - `threadpoolctl`, for a library already loaded when the worker starts (inherited
   under fork, or imported with the main module under spawn). Imported only then:
-  it costs a worker ~15 ms to import.
+  it costs a worker ~15 ms to import. Under fork the caller imports it and lists
+  the loaded libraries before forking, and workers inherit both.
 
 A variable the user set in the caller's environment is kept while `inner_threads`
 is automatic, and the matching library's pool follows it. The caller's own environment
@@ -25,7 +26,7 @@ from typing import Any
 
 from .._cpus import usable_cpus
 
-__all__ = ["apply_in_worker", "preload_for_fork", "worker_limits"]
+__all__ = ["apply_in_worker", "prepare_fork", "worker_limits"]
 
 # Each variable, and the threadpoolctl `internal_api` of the library that reads it.
 VARIABLES: dict[str, str | None] = {
@@ -56,11 +57,25 @@ def worker_limits(
     return {name: environ.get(name, threads) for name in VARIABLES}
 
 
-def preload_for_fork(limits: Mapping[str, str]) -> None:
-    """Import threadpoolctl here if forked workers will need it: they then inherit it
-    instead of each importing it (~15 ms a worker)."""
-    if limits and any(name in sys.modules for name in LOADERS):
-        import threadpoolctl  # noqa: F401
+# The caller's controller of the libraries loaded, and `len(sys.modules)` when it was
+# made: a forked worker inherits it (`prepare_fork`).
+_controller_before_fork: tuple[int, Any] | None = None
+
+
+def prepare_fork(limits: Mapping[str, str]) -> None:
+    """In the caller, just before a worker is forked: a threadpoolctl controller of the
+    libraries loaded now, for the worker to inherit. Made in a forked worker, it
+    costs ~1.7 ms of each worker's start; here it is made once, and again only after
+    an import (a new module may have loaded another library)."""
+    global _controller_before_fork
+    if not limits or not any(name in sys.modules for name in LOADERS):
+        return
+    made = _controller_before_fork
+    if made is None or made[0] != len(sys.modules):
+        from threadpoolctl import ThreadpoolController
+
+        controller = ThreadpoolController()
+        _controller_before_fork = (len(sys.modules), controller)
 
 
 def apply_in_worker(limits: Mapping[str, str]) -> None:
@@ -70,9 +85,12 @@ def apply_in_worker(limits: Mapping[str, str]) -> None:
     os.environ.update(limits)
     if not any(name in sys.modules for name in LOADERS):
         return
-    from threadpoolctl import ThreadpoolController
+    if _controller_before_fork is not None:  # forked: the caller's, made at the fork
+        controller = _controller_before_fork[1]
+    else:
+        from threadpoolctl import ThreadpoolController
 
-    controller = ThreadpoolController()
+        controller = ThreadpoolController()
     for name, value in limits.items():
         api = VARIABLES[name]
         if api is not None and value.isdigit() and int(value) > 0:

@@ -42,7 +42,7 @@ from ._process_receiving import Receiver
 from ._process_state import Call, Worker, WorkerState
 from ._segment import CAN_SHARE
 from ._shared_args import CallJob
-from ._thread_limits import preload_for_fork, worker_limits
+from ._thread_limits import worker_limits
 
 __all__ = ["ProcessExecutor", "create"]
 
@@ -71,8 +71,6 @@ class ProcessExecutor:
         )
         context: Any = multiprocessing.get_context(settings.start_method)
         limits = worker_limits(settings.inner_threads, self.workers)
-        if context.get_start_method() == "fork":
-            preload_for_fork(limits)
         self._pool = WorkerPool(context, self.workers, init_payload, limits)
         self._call = Call()
         self._sizer = ChunkSizer(settings.chunksize, self.workers)
