@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         multiprocessing.set_start_method(workload.start_method, force=True)
     loops = calibrate_spin()[0] if workload.id == "W2" else 0
     case = build_case(workload, FULL, loops)
-    setup = Setup(case.func, workload.workers, workload.start_method)
+    setup = Setup(case.func, workload.workers, workload.start_method, shared=case.shared)
     times: dict[str, list[float]] = {row.name: [] for row in rows}
     speedups: dict[str, list[float]] = {row.name: [] for row in rows}
     for repeat in range(args.repeats):

@@ -1,8 +1,9 @@
 """The bar of BENCHMARKS.md ("The bar parallelize must clear"), checked on one run.
 
-Each line of that list becomes a `BarLine` of `Check`s, one per parallelize variant
-and condition, with the numbers that decided it. Nothing here is tolerant of noise:
-"at least as fast" means a median no larger than the peer's, in this run.
+Each line of that list (W1-W9, the dask and Ray backends) becomes a `BarLine` of
+`Check`s, one per parallelize variant and condition, with the numbers that decided
+it. Nothing here is tolerant of noise: "at least as fast" means a median no larger
+than the peer's, in this run.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from .measure import paired_ratio
+from .measure import MIB, paired_ratio
 from .results import RunResults
 
 __all__ = ["BarLine", "Check", "check_bar"]
@@ -28,7 +29,15 @@ W6S_READ_AHEAD = 5_000  # "at most a few thousand items drawn ahead"
 W7_COST = 1.05
 W8_SPEEDUP = 1.8  # against the serial loop with one BLAS thread
 W8_SERIAL = "serial_one_blas_thread"
-DASK_SLACK = 1.10
+DASK_SLACK = 1.10  # the cluster backends: within 10 % of the engine's own map
+W9_MEMORY = 1.25  # the memory a W9 call adds, in copies of the table
+W9 = ("W9-fork", "W9-spawn")
+# W9-cluster: each parallelize cluster row, the hand-written row it is held to, and what
+# that row does.
+W9_CLUSTER = (
+    ("parallelize dask backend", "dask", "scatter + client.map"),
+    ("parallelize ray backend", "ray", "ray.put + remote tasks"),
+)
 
 COLD = ("parallelize ordered cold", "parallelize unordered cold")
 WARM = ("parallelize ordered warm", "parallelize unordered warm")
@@ -293,6 +302,69 @@ def _dask(results: RunResults) -> BarLine:
     )
 
 
+def _w9(results: RunResults) -> list[BarLine]:
+    speed: list[Check] = []
+    memory: list[Check] = []
+    for workload in W9:
+        speed += _versus_best_peer(results, COLD + WARM, workload, f", {workload}")
+        memory += _against(
+            results, COLD + WARM, workload, _w9_memory_test(results, workload), f", {workload}"
+        )
+    return [
+        BarLine(
+            "W9: at least as fast as the fastest peer under fork and spawn, cold and warm",
+            speed,
+        ),
+        BarLine("W9 memory: the call adds <= 1.25x the array", memory),
+    ]
+
+
+def _w9_memory_test(
+    results: RunResults, workload: str
+) -> Callable[[str, float], tuple[bool | None, str]]:
+    table_mib = results.run["settings"]["w9_table_bytes"] / MIB
+
+    def test(row: str, seconds: float) -> tuple[bool | None, str]:
+        added = results.middle(row, workload, "memory_added")
+        if added is None:
+            return None, "memory not measured"
+        growth = results.middle(row, workload, "memory_growth_mib")
+        start_up = results.middle(row, workload, "memory_start_up_mib")
+        detail = (
+            f"{added:.2f}x the {table_mib:.0f} MiB table: +{growth:.0f} MiB with it, "
+            f"+{start_up:.0f} MiB with an 8 KiB one"
+        )
+        return added <= W9_MEMORY, detail
+
+    return test
+
+
+def _w9_clusters(results: RunResults) -> BarLine:
+    checks: list[Check] = []
+    for row, engine, what in W9_CLUSTER:
+        test = _within_slack(results.median(engine, "W9-cluster"), f"{what} by hand")
+        checks += _against(results, (row,), "W9-cluster", test)
+    return BarLine(
+        "dask and ray backends: W9 within 10 % of the engine's own scatter / ray.put + map "
+        "written by hand",
+        checks,
+    )
+
+
+def _within_slack(
+    reference: float | None, what: str
+) -> Callable[[str, float], tuple[bool | None, str]]:
+    """A test: a row's median within `DASK_SLACK` of `reference`, the median of `what`."""
+
+    def test(row: str, seconds: float) -> tuple[bool | None, str]:
+        if reference is None:
+            return None, f"{_fmt(seconds)}; {what} not measured"
+        detail = f"{_fmt(seconds)} vs {what} {_fmt(reference)} ({seconds / reference:.2f}x)"
+        return seconds <= reference * DASK_SLACK, detail
+
+    return test
+
+
 def check_bar(results: RunResults, w3_ideal: float) -> list[BarLine]:
     return [
         *_w1(results),
@@ -304,4 +376,6 @@ def check_bar(results: RunResults, w3_ideal: float) -> list[BarLine]:
         _w7(results),
         _dask(results),
         _w8(results),
+        *_w9(results),
+        _w9_clusters(results),
     ]

@@ -28,12 +28,22 @@ PANELS = (
     ("W6s", "read_ahead", "items drawn ahead of the consumer", True),
     ("W7", "progress_ratio", "time with bar / without", False),
     ("W8", "median", "seconds", False),
+    ("W9-fork", "median", "seconds", True),
+    ("W9-spawn", "median", "seconds", True),
+    ("W9-fork", "memory_added", "memory added, x the table", False),
+    ("W9-spawn", "memory_added", "memory added, x the table", False),
+    ("W9-cluster", "median", "seconds", False),
 )
+# Columns whose warm rows show their second call (the pool already runs).
+SECOND_CALL = ("W4-fork", "W4-spawn", "W9-fork", "W9-spawn")
+W9_MEMORY_BAR = 1.25
 
 
 def _value(results: RunResults, row: str, workload: str, measure: str) -> float | None:
     if measure in ("rss_growth_mib", "read_ahead"):
         return results.worst(row, workload, measure)
+    if measure == "memory_added":
+        return results.middle(row, workload, measure)
     pair = results.ok(row, workload)
     return float(pair[measure]) if pair is not None and measure in pair else None
 
@@ -66,7 +76,9 @@ def draw_chart(results: RunResults, path: Path) -> None:
         positions = list(range(len(names)))[::-1]
         ax.barh(positions, [v or 0.0 for v in values], color=colors)
         labels = [
-            f"{n} (2nd call)" if workload.startswith("W4") and n.endswith("warm") else n
+            f"{n} (2nd call)"
+            if workload in SECOND_CALL and measure == "median" and n.endswith("warm")
+            else n
             for n in names
         ]
         ax.set_yticks(positions, labels, fontsize=8)
@@ -81,10 +93,18 @@ def draw_chart(results: RunResults, path: Path) -> None:
                 status = results.pair(name, workload) or {"status": "?"}
                 ax.text(0, y, f" {status['status']}", va="center", fontsize=8, color="red")
             else:
-                text = f" {value:,.0f}" if measure == "read_ahead" else f" {value:.3g}"
+                text = (
+                    f" {value:,.0f}"
+                    if measure == "read_ahead"
+                    else f" {value:.2f}"
+                    if measure == "memory_added"
+                    else f" {value:.3g}"
+                )
                 ax.text(value, y, text, va="center", fontsize=7)
         if workload == "W7":
             ax.axvline(1.05, color="red", linestyle="--", linewidth=1)
+        if measure == "memory_added":
+            ax.axvline(W9_MEMORY_BAR, color="red", linestyle="--", linewidth=1)
         suffix = "" if measure in ("median", "progress_ratio") else f" — {label}"
         ax.set_title(f"{TITLES[workload]}{suffix}", fontsize=11)
         ax.set_xlabel(label, fontsize=9)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["FULL", "QUICK", "STREAM_CHUNKSIZE", "WORKERS", "Mode"]
+__all__ = ["FULL", "QUICK", "STREAM_CHUNKSIZE", "W9_TINY_TABLE_BYTES", "WORKERS", "Mode"]
 
 # BENCHMARKS.md: workers=2 everywhere except W3, which asks for 5.
 WORKERS = 2
@@ -21,6 +21,12 @@ SLOW_CONSUMER_SLEEP = 0.001
 SLOW_CONSUMER_EVERY = 256
 # W6: how often the memory sampler reads the parent's RSS.
 RSS_SAMPLE_SECONDS = 0.005
+# W9: how often the memory sampler reads /proc/meminfo (a read costs ~20 us).
+MEMINFO_SAMPLE_SECONDS = 0.002
+# W9: the table of the baseline run, which measures the workers' own start-up (1,024
+# float64: under the 1 MiB from which parallelize shares an argument instead of
+# sending it).
+W9_TINY_TABLE_BYTES = 8 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +44,8 @@ class Mode:
     w6_small_items: int  # W6 with 10x fewer items: RSS growth must not scale with input
     w6s_items: int
     w8_items: int  # W8: matrices squared (each item's size is fixed in tasks.py)
+    w9_items: int
+    w9_table_bytes: int  # W9: the float64 table passed to every item
     # Repeats per pair: the median is reported. W7 times both sides this many times.
     repeats: int
     slow_repeats: int  # for W2, W3, W6, W6s, whose single call takes seconds
@@ -61,6 +69,8 @@ FULL = Mode(
     w6_small_items=200_000,
     w6s_items=300_000,
     w8_items=32,
+    w9_items=200,
+    w9_table_bytes=200_000_000,
     repeats=5,
     slow_repeats=3,
     w7_repeats=25,
@@ -80,6 +90,10 @@ QUICK = Mode(
     w6_small_items=5_000,
     w6s_items=10_000,
     w8_items=4,
+    # W9 with a tenth of the table, on parallelize rows only (workloads.py): a smoke test
+    # of the call and of the two memory runs.
+    w9_items=200,
+    w9_table_bytes=20_000_000,
     repeats=1,
     slow_repeats=1,
     w7_repeats=1,

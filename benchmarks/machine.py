@@ -24,6 +24,7 @@ PACKAGES = (
     "pebble",
     "dask",
     "distributed",
+    "ray",
     "numpy",
     "threadpoolctl",
     "psutil",

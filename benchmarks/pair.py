@@ -4,7 +4,8 @@
 
 SPEC names the row, the workload, the mode and W2's loop count. The pair builds the
 input (off the clock), runs the repeats, checks every answer and writes RESULT: the
-times, or FAIL with the reason. A wrong answer is a FAIL, never a time.
+times, or FAIL with the reason. A wrong answer is a FAIL, never a time. On W9-fork
+and W9-spawn, two untimed runs after the repeats measure the memory the call adds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Mode
-from .measure import RssSampler, clock, median, paired_ratio
+from .measure import MIB, MemorySampler, RssSampler, clock, median, paired_ratio
 from .registry import Implementation, find
 from .session import Session, Setup
 from .streaming import DrawCounter, consume, consume_slowly, counted_ints, ints
@@ -63,7 +64,7 @@ def run_pair(spec: dict[str, Any]) -> dict[str, Any]:
     if workload.start_method is not None:  # for any library that takes no context
         multiprocessing.set_start_method(workload.start_method, force=True)
     case = build_case(workload, mode, spec["w2_loops"])
-    setup = Setup(case.func, workload.workers, workload.start_method)
+    setup = Setup(case.func, workload.workers, workload.start_method, shared=case.shared)
     repeats = mode.slow_repeats if workload.slow else mode.repeats
     if workload.kind == "progress":
         return _progress(implementation, case, setup, mode.w7_repeats)
@@ -81,6 +82,8 @@ def run_pair(spec: dict[str, Any]) -> dict[str, Any]:
     for key in ("rss_growth_mib", "read_ahead", "serial_reference"):
         if key in runs[0]:
             result[key] = [r[key] for r in runs]
+    if case.tiny is not None:  # after the timed repeats: no sampler runs during them
+        result.update(memory_added(implementation, case, setup))
     return result
 
 
@@ -179,6 +182,43 @@ def _timed_slow_stream(session: Session, case: Case) -> dict[str, Any]:
     seconds = clock() - start
     _check(outcome.problem(n, ordered=session.ordered))
     return {"seconds": seconds, "read_ahead": outcome.max_ahead}
+
+
+def memory_added(implementation: Implementation, case: Case, setup: Setup) -> dict[str, Any]:
+    """W9: the memory the call adds with its table, beyond its workers' own start-up.
+
+    One untimed run with an 8 KiB table (the start-up: workers, their imports), then
+    one with the real table; `memory_added` is the difference of their growths over
+    the table's size (1.0: one more copy of the table). Each is a list of one value,
+    pooled over rounds like the other per-repeat measures.
+    """
+    assert case.tiny is not None
+    tiny_setup = dataclasses.replace(setup, shared=case.tiny.shared)
+    start_up = _memory_growth(implementation, case.tiny, tiny_setup)
+    growth = _memory_growth(implementation, case, setup)
+    return {
+        "memory_added": [(growth - start_up) / case.shared.nbytes],
+        "memory_growth_mib": [growth / MIB],
+        "memory_start_up_mib": [start_up / MIB],
+    }
+
+
+def _memory_growth(implementation: Implementation, case: Case, setup: Setup) -> int:
+    """Peak growth of the machine's memory in use from just before `open` to the end of
+    the call, before `close` (a warm row's first call is in `open`, so in the span)."""
+    assert case.items is not None
+    assert case.expected is not None
+    session = implementation.make(setup)
+    with MemorySampler() as memory:
+        session.open(case.items)
+        try:
+            results = session.map(case.items)
+        except BaseException:
+            session.close()
+            raise
+    session.close()
+    _check(check_list(results, case.expected, ordered=session.ordered))
+    return memory.growth
 
 
 def _progress(

@@ -14,7 +14,19 @@ from .workloads import WORKLOADS
 __all__ = ["markdown_report", "markdown_table"]
 
 TITLES = {w.id: w.title for w in WORKLOADS}
-TIME_COLUMNS = ("W1", "W2", "W3", "W4-fork", "W4-spawn", "W5", "W6", "W6-small", "W8")
+TIME_COLUMNS = (
+    "W1",
+    "W2",
+    "W3",
+    "W4-fork",
+    "W4-spawn",
+    "W5",
+    "W6",
+    "W6-small",
+    "W8",
+    "W9-fork",
+    "W9-spawn",
+)
 
 
 def _seconds(value: float) -> str:
@@ -46,6 +58,9 @@ def _value(results: RunResults, row: str, workload: str, pair: dict[str, Any]) -
         text += f" ({median / best[1]:.2f}x)"
     if workload in ("W6", "W6-small"):
         text += f", +{results.worst(row, workload, 'rss_growth_mib'):.0f} MiB"
+    added = results.middle(row, workload, "memory_added")
+    if added is not None:
+        text += f", mem {added:.2f}x"
     return text
 
 
@@ -84,7 +99,15 @@ process ({w6:,} items; "1/10 input": {w6small:,}). W6s: most items drawn from th
 but not yet returned to the consumer. W7: time with `progress=True` / without, the
 median over back-to-back pairs of W1 calls ({w7} pairs a round, alternating which
 call goes first). W8: {w8} items; `serial_one_blas_thread` is the serial loop inside
-threadpoolctl's `threadpool_limits(limits=1)`, the reference of W8's bar."""
+threadpoolctl's `threadpool_limits(limits=1)`, the reference of W8's bar. W9: {w9}
+items, each summing 1,000 values of a {w9_mb:,.0f} MB float64 table passed as an extra
+argument; fork and spawn time create + call + shutdown like W4 (warm rows: their
+second call, with the same table); "mem" is the memory the call adds beyond its
+workers' own start-up, in copies of the table (the machine's memory in use, from
+/proc/meminfo, with the table minus with an 8 KiB one, in two untimed runs; the
+median over rounds; bar: at most 1.25x). W9 cluster: the call alone, on a dask
+LocalCluster or a local Ray of 2 CPUs started before it; `dask` and `ray` are the
+engines' own scatter / ray.put + map, the references of the cluster backends."""
 
 
 def _repeats(settings: dict[str, Any]) -> str:
@@ -98,8 +121,8 @@ def _repeats(settings: dict[str, Any]) -> str:
     rounds = settings.get("rounds", 1)
     if rounds > 1:
         text += (
-            f" a round; the rows the bar compares (parallelize, dask, W8's serial loop with "
-            "one BLAS thread, and peers within "
+            f" a round; the rows the bar compares (parallelize, dask, ray, W8's serial loop "
+            "with one BLAS thread, and peers within "
             f"{CONTENDER_SPREAD}x of the fastest in round 1) run in {rounds} rounds "
             "spread over the run, their repeats pooled"
         )
@@ -167,6 +190,8 @@ def markdown_report(results: RunResults, bar: list[BarLine]) -> str:
         w6small=settings["w6_small_items"],
         w7=settings["w7_repeats"],
         w8=settings["w8_items"],
+        w9=settings["w9_items"],
+        w9_mb=settings["w9_table_bytes"] / 1e6,
     )
     parts = [
         f"## Benchmark results ({run['mode']} run)",

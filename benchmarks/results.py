@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .measure import median
 from .registry import find
 
 __all__ = ["NOT_PEERS", "RunResults", "is_peer"]
 
-# The serial loops are references, not peers to beat.
+# The serial loops (W9's `[f(i, table) for i in items]` too) are references, not peers.
 NOT_PEERS = ("serial", "serial_one_blas_thread")
 
 
@@ -38,6 +39,14 @@ class RunResults:
         if pair is None or key not in pair:
             return None
         return float(max(pair[key]))
+
+    def middle(self, implementation: str, workload: str, key: str) -> float | None:
+        """The median of a measure taken once a round (W9's memory): system-wide, it is
+        moved both ways by other work, so the median, not the largest, is its figure."""
+        pair = self.ok(implementation, workload)
+        if pair is None or key not in pair:
+            return None
+        return median(pair[key])
 
     def is_peer(self, implementation: str) -> bool:
         return is_peer(implementation)

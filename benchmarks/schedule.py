@@ -44,7 +44,16 @@ RUN_QUIET_WAIT_SECONDS = 600.0
 # is not run again: it cannot become the fastest peer by drift alone.
 CONTENDER_SPREAD = 1.5
 # Per-repeat measures pooled over the rounds, beside "times".
-POOLED = ("times", "plain_times", "rss_growth_mib", "read_ahead", "serial_reference")
+POOLED = (
+    "times",
+    "plain_times",
+    "rss_growth_mib",
+    "read_ahead",
+    "serial_reference",
+    "memory_added",
+    "memory_growth_mib",
+    "memory_start_up_mib",
+)
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -55,6 +64,8 @@ def _summary(result: dict[str, Any]) -> str:
         text += f", +{max(result['rss_growth_mib']):.1f} MiB RSS"
     if "read_ahead" in result:
         text += f", {max(result['read_ahead']):,} read ahead"
+    if "memory_added" in result:
+        text += f", adds {max(result['memory_added']):.2f}x the table"
     if "progress_ratio" in result:
         text += f", {result['progress_ratio']:.3f}x without the bar"
     return text

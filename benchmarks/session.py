@@ -3,7 +3,8 @@
 A session is one implementation set up for one workload. Building it imports the
 library (never timed); `open` does what the timing rules keep off the clock (create a
 peer's pool; a warm parallelize function's first call); `map` or `stream` is the
-timed call; `close` shuts down what `open` made. W4 times all three together.
+timed call; `close` shuts down what `open` made. W4 and W9 time all three together
+(except W9 on clusters, and warm parallelize rows, whose pools already run).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ __all__ = ["Session", "Setup", "mp_context", "pool_map_chunksize"]
 class Setup:
     """What every session is built from."""
 
-    func: Callable[[Any], Any]
+    func: Callable[..., Any]
     workers: int
     start_method: str | None  # None: the platform default
     progress: bool = False  # parallelize only: a bar written to a null stream
+    # W9: the extra argument every item gets, `func(x, shared)` (None: W1-W8, `func(x)`).
+    shared: Any = None
 
 
 class Session(Protocol):

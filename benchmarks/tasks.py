@@ -17,6 +17,10 @@ __all__ = [
     "sleep_item_short",
     "spin",
     "square",
+    "store_table",
+    "stored_table_sum",
+    "table_first_sum",
+    "table_sum",
 ]
 
 # W3: item v sleeps `SLEEP_BASE - v * SLEEP_STEP` seconds (0.5 s down to 0.05 s).
@@ -29,6 +33,13 @@ QUICK_SLEEP_SCALE = 0.1
 # run more busy threads than there are cores.
 MATRIX_SIDE = 300
 MATRIX_ROUNDS = 30
+# W9: each item sums this many values of the table, at one of this many offsets spread
+# from its start to its end.
+TABLE_SLICE = 1000
+TABLE_OFFSETS = 200
+
+# W9's by-hand initializer keeps the table here, in each worker (`store_table`).
+_stored_table: Any = None
 
 
 def square(x: int) -> int:
@@ -82,3 +93,29 @@ def matrix_rounds(seed: int) -> float:
         a = a @ a
         a /= np.abs(a).max()
     return float(a.trace())
+
+
+def table_sum(i: int, table: Any) -> float:
+    """W9: the sum of 1,000 values of `table` at the offset item `i` picks.
+
+    Offsets are spread over the whole table, so a worker that copied only part of it
+    would not do; a table of fewer than 1,000 values is summed whole.
+    """
+    offset = (i % TABLE_OFFSETS) * max(len(table) - TABLE_SLICE, 0) // (TABLE_OFFSETS - 1)
+    return float(table[offset : offset + TABLE_SLICE].sum())
+
+
+def table_first_sum(table: Any, i: int) -> float:
+    """W9 on mpire, which passes its `shared_objects` before the item: `table_sum`."""
+    return table_sum(i, table)
+
+
+def store_table(table: Any) -> None:
+    """W9's by-hand `Pool(initializer=store_table, initargs=(table,))`: keep the table."""
+    global _stored_table
+    _stored_table = table
+
+
+def stored_table_sum(i: int) -> float:
+    """W9 on the by-hand initializer: `table_sum` of the table `store_table` kept."""
+    return table_sum(i, _stored_table)

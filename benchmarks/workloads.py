@@ -1,10 +1,12 @@
-"""W1-W8 as BENCHMARKS.md defines them: inputs, item function and the expected answer.
+"""W1-W9 as BENCHMARKS.md defines them: inputs, item function and the expected answer.
 
 A `Case` is built in the pair's process before any clock starts (input construction
 is never timed). Expected answers are the serial answers, computed here without the
 slow part where a closed form exists (W2's loop, W3's sleep); the serial row is
 checked against them like every other row. W8 has no closed form: its answer is the
-serial loop's, computed in the pair with one BLAS thread.
+serial loop's, computed in the pair with one BLAS thread. W9's table is built here
+too, once per pair: every repeat (and a warm row's untimed first call) gets the same
+array object.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from . import tasks
-from .config import W3_WORKERS, WORKERS, Mode
+from .config import W3_WORKERS, W9_TINY_TABLE_BYTES, WORKERS, Mode
 
 __all__ = ["WORKLOADS", "Case", "Workload", "build_case", "check_list", "select_workloads"]
 
@@ -49,11 +51,19 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("W6s", "W6s read-ahead", "slow_stream", slow=True),
     Workload("W7", "W7 progress cost", "progress"),
     Workload("W8", "W8 numeric", "map", slow=True),
+    # W9 is timed like W4 (create + call + shutdown; warm rows: the call), both start
+    # methods. Its peers copy the table into every chunk or worker (seconds a call at
+    # --quick's 20 MB as well), so --quick runs it on parallelize rows only.
+    Workload("W9-fork", "W9 shared fork", "startup", start_method="fork", quick_ours_only=True),
+    Workload("W9-spawn", "W9 shared spawn", "startup", start_method="spawn", quick_ours_only=True),
+    # W9 on a dask LocalCluster or a local Ray, started off the clock: the call is timed.
+    Workload("W9-cluster", "W9 shared cluster", "map"),
 )
 
 
 def select_workloads(tokens: Sequence[str] | None) -> list[Workload]:
-    """Workloads named by `--only`: `W4` selects W4-fork and W4-spawn, `W6` W6 and W6-small."""
+    """Workloads named by `--only`: `W4` selects W4-fork and W4-spawn, `W6` W6 and W6-small,
+    `W9` W9-fork, W9-spawn and W9-cluster."""
     if not tokens:
         return list(WORKLOADS)
     wanted = [t.strip().lower() for t in tokens if t.strip()]
@@ -77,11 +87,15 @@ def select_workloads(tokens: Sequence[str] | None) -> list[Workload]:
 class Case:
     """What one pair runs: the item function, the input and the answer to check."""
 
-    func: Callable[[Any], Any]
+    func: Callable[..., Any]
     # Lists are built once per pair; streams get a fresh generator per repeat.
     items: Sequence[Any] | None = None
     stream_length: int = 0
     expected: list[Any] | None = None
+    shared: Any = None  # W9: the table, the extra argument of every item
+    # W9-fork, W9-spawn: the same call with an 8 KiB table, whose memory growth is the
+    # workers' own start-up (the baseline of the memory the table adds).
+    tiny: Case | None = None
 
 
 def build_case(workload: Workload, mode: Mode, w2_loops: int) -> Case:
@@ -113,6 +127,10 @@ def build_case(workload: Workload, mode: Mode, w2_loops: int) -> Case:
         return Case(
             tasks.matrix_rounds, seeds, expected=_one_blas_thread(tasks.matrix_rounds, seeds)
         )
+    if wid.startswith("W9"):
+        items = list(range(mode.w9_items))
+        tiny = None if wid == "W9-cluster" else _table_case(_table(W9_TINY_TABLE_BYTES), items)
+        return _table_case(_table(mode.w9_table_bytes), items, tiny)
     raise ValueError(f"no such workload: {wid}")
 
 
@@ -127,6 +145,18 @@ def _arrays(count: int, nbytes: int) -> list[Any]:
 
     rng = np.random.default_rng(0)
     return [rng.random(nbytes // 8) for _ in range(count)]
+
+
+def _table(nbytes: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(0).random(nbytes // 8)
+
+
+def _table_case(table: Any, items: list[int], tiny: Case | None = None) -> Case:
+    """W9's case over `table`: `tasks.table_sum(i, table)` for every item."""
+    expected = [tasks.table_sum(i, table) for i in items]
+    return Case(tasks.table_sum, items, expected=expected, shared=table, tiny=tiny)
 
 
 def _one_blas_thread(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
