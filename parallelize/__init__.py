@@ -14,12 +14,14 @@ from ._errors import ParallelError, TaskTimeoutError, WorkerLostError
 
 if TYPE_CHECKING:
     from ._decorator import ParallelFunction, parallel
+    from ._stats import CallStats
 
 # The one place the version is written: pyproject.toml reads it from here.
 __version__ = "0.1.0"
 
 __all__ = [
     "parallel",
+    "CallStats",
     "ParallelFunction",
     "ParallelError",
     "TaskTimeoutError",
@@ -34,4 +36,8 @@ def __getattr__(name: str) -> Any:
         from . import _decorator
 
         return getattr(_decorator, name)
+    if name == "CallStats":
+        from ._stats import CallStats
+
+        return CallStats
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

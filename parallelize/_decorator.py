@@ -32,6 +32,7 @@ import wrapt
 from . import _context
 from ._run import run
 from ._settings import Settings, backend_name, validate_option_names
+from ._stats import CallStats
 from .backends import Executor, Job, create_executor
 
 if TYPE_CHECKING:
@@ -108,6 +109,13 @@ class _Calls(Generic[T, P, R]):
         """A new parallel function with some settings replaced; this one is unchanged."""
         parent = self._parallel_parent()
         return ParallelFunction(parent.__wrapped__, parent._self_settings.replace(**settings))
+
+    @property
+    def stats(self) -> CallStats | None:
+        """What the most recent call that finished did (None before the first): items,
+        failures, retries, wall time, workers replaced, per-worker work and the
+        slowest items. Read it from any thread."""
+        return self._parallel_parent()._self_stats
 
     def close(self) -> None:
         """End the workers kept alive by `keep_alive=True` (a no-op otherwise).
@@ -187,9 +195,13 @@ class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
         self._self_kept_lock = threading.Lock()  # held by the call using the kept pool
         self._self_close_lock = threading.Lock()  # orders close() and a call's end
         self._self_close_requested = False
+        self._self_stats: CallStats | None = None
 
     def _parallel_parent(self) -> ParallelFunction[T, P, R]:
         return self
+
+    def _record_stats(self, stats: CallStats) -> None:
+        self._self_stats = stats  # one assignment: readers in other threads see it whole
 
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
         from ._sending import importable
@@ -215,7 +227,16 @@ class ParallelFunction(_Calls[T, P, R], wrapt.FunctionWrapper[..., Any]):
         kept = settings.keep_alive and self._self_kept_lock.acquire(blocking=False)
         executor = self._kept_executor(kind) if kept else _new_executor(kind, settings)
         try:
-            yield from run(executor, job, items, total, settings, name, bounded=bounded)
+            yield from run(
+                executor,
+                job,
+                items,
+                total,
+                settings,
+                name,
+                bounded=bounded,
+                on_end=self._record_stats,
+            )
         except KeyboardInterrupt:
             if kept:  # Ctrl-C ends every worker, kept ones too; the next call starts anew
                 self._release_kept()

@@ -10,16 +10,20 @@ object per item, so 100,000 tiny items cost the parent little.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._errors import annotate
 from ._progress import open_progress
 from ._settings import Settings
+from ._stats import CallStats, call_stats
 from .backends import Executor, Failed, Job
 
 __all__ = ["run"]
+
+_log = logging.getLogger("parallelize")
 
 # In ordered `.iter()`, results that wait behind a slow item are capped at this many
 # chunks per worker; past it no new items are drawn until the slow one is done, so
@@ -42,77 +46,114 @@ def run(
     name: str,
     *,
     bounded: bool,
+    on_end: Callable[[CallStats], None] | None = None,
 ) -> Iterator[list[Any]]:
-    """Yield runs of results of `job` over `items`; `bounded` caps the reorder buffer."""
-    source = iter(items)
-    draw = _Draw(source, timed=total is None)
-    first = list(itertools.islice(source, 1))  # is there any work at all?
-    if not first:
-        if settings.progress is not False:
-            open_progress(settings.progress, total, name).close()
-        return
-    # The bar first: built before workers are forked, its objects are not pages
-    # the parent must copy on write while the workers share them.
-    progress = open_progress(settings.progress, total, name)
-    finished = False
+    """Yield runs of results of `job` over `items`; `bounded` caps the reorder buffer.
+
+    `on_end` gets the call's statistics when it ends, however it ends.
+    """
+    count = _Count()
     try:
-        executor.start(job, total)  # sizes this call's chunks afresh
-        size = executor.chunk_size()
-        rest, exhausted = draw(size - 1)
-        first += rest
-        executor.submit(0, first)
-        drawn = len(first)
-        ordered = settings.ordered
-        raise_first = settings.errors == "raise"
-        retries, retry_on = settings.retries, settings.retry_on
-        attempts: dict[int, int] = {}
-        waiting: dict[int, list[Any]] = {}  # ordered: runs that arrived early, by start
-        waiting_items = 0
-        next_out = 0
-        while True:
-            while not exhausted and executor.has_room():
-                size = executor.chunk_size()
-                if bounded and waiting_items > REORDER_CHUNKS_PER_WORKER * executor.workers * size:
+        source = iter(items)
+        draw = _Draw(source, timed=total is None)
+        first = list(itertools.islice(source, 1))  # is there any work at all?
+        if not first:
+            if settings.progress is not False:
+                open_progress(settings.progress, total, name).close()
+            return
+        # The bar first: built before workers are forked, its objects are not pages
+        # the parent must copy on write while the workers share them.
+        progress = open_progress(settings.progress, total, name)
+        finished = False
+        try:
+            executor.start(job, total)  # sizes this call's chunks afresh
+            count.started = True
+            size = executor.chunk_size()
+            rest, exhausted = draw(size - 1)
+            first += rest
+            executor.submit(0, first)
+            drawn = len(first)
+            ordered = settings.ordered
+            raise_first = settings.errors == "raise"
+            retries, retry_on = settings.retries, settings.retry_on
+            attempts: dict[int, int] = {}
+            waiting: dict[int, list[Any]] = {}  # ordered: runs that arrived early, by start
+            waiting_items = 0
+            next_out = 0
+            while True:
+                while not exhausted and executor.has_room():
+                    size = executor.chunk_size()
+                    waiting_cap = REORDER_CHUNKS_PER_WORKER * executor.workers * size
+                    if bounded and waiting_items > waiting_cap:
+                        break
+                    chunk, exhausted = draw(size)
+                    if chunk:
+                        executor.submit(drawn, chunk)
+                        drawn += len(chunk)
+                if not executor.pending():
                     break
-                chunk, exhausted = draw(size)
-                if chunk:
-                    executor.submit(drawn, chunk)
-                    drawn += len(chunk)
-            if not executor.pending():
-                break
-            for outcome in executor.collect():
-                if isinstance(outcome, Failed):
-                    index = outcome.index
-                    tries = attempts.get(index, 0)
-                    if tries < retries and isinstance(outcome.error, retry_on):
-                        attempts[index] = tries + 1
-                        executor.submit(index, [outcome.item])
-                        continue
-                    progress.update(1)
-                    error = annotate(outcome.error, index, outcome.item, name)
-                    if raise_first:
-                        raise error
-                    start, values = index, [error]
-                else:
-                    start, values = outcome
-                    progress.update(len(values))
-                if not ordered:
-                    yield values
-                elif start == next_out:
-                    yield values
-                    next_out += len(values)
-                    while next_out in waiting:
-                        values = waiting.pop(next_out)
-                        waiting_items -= len(values)
+                for outcome in executor.collect():
+                    if isinstance(outcome, Failed):
+                        index = outcome.index
+                        tries = attempts.get(index, 0)
+                        if tries < retries and isinstance(outcome.error, retry_on):
+                            _log.debug(
+                                "item %d failed (%s); retry %d of %d",
+                                index,
+                                type(outcome.error).__name__,
+                                tries + 1,
+                                retries,
+                            )
+                            attempts[index] = tries + 1
+                            count.retried += 1
+                            executor.submit(index, [outcome.item])
+                            continue
+                        count.items += 1
+                        count.failed += 1
+                        progress.update(1)
+                        error = annotate(outcome.error, index, outcome.item, name)
+                        if raise_first:
+                            raise error
+                        start, values = index, [error]
+                    else:
+                        start, values = outcome
+                        count.items += len(values)
+                        progress.update(len(values))
+                    if not ordered:
+                        yield values
+                    elif start == next_out:
                         yield values
                         next_out += len(values)
-                else:
-                    waiting[start] = values
-                    waiting_items += len(values)
-        finished = True
+                        while next_out in waiting:
+                            values = waiting.pop(next_out)
+                            waiting_items -= len(values)
+                            yield values
+                            next_out += len(values)
+                    else:
+                        waiting[start] = values
+                        waiting_items += len(values)
+            finished = True
+        finally:
+            progress.close()
+            executor.finish(cancel=not finished)
     finally:
-        progress.close()
-        executor.finish(cancel=not finished)
+        if on_end is not None:
+            seconds = time.perf_counter() - count.began
+            tally = executor.tally if count.started else None
+            on_end(call_stats(count.items, count.failed, count.retried, seconds, tally))
+
+
+class _Count:
+    """What the runner counts for `f.stats`, as outcomes pass."""
+
+    __slots__ = ("began", "failed", "items", "retried", "started")
+
+    def __init__(self) -> None:
+        self.began = time.perf_counter()
+        self.started = False  # the executor has started this call
+        self.items = 0
+        self.failed = 0
+        self.retried = 0
 
 
 class _Draw:

@@ -123,6 +123,13 @@ def fail_on(x: Any, bad: Any) -> Any:
     return x
 
 
+def exit_at(x: int, bad: int) -> int:
+    """Item `bad` ends its worker process with exit code 3."""
+    if x == bad:
+        os._exit(3)
+    return x
+
+
 def fail_if_in(x: Any, bad: tuple[Any, ...]) -> Any:
     if x in bad:
         raise ValueError(f"bad item {x!r}")

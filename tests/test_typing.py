@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 
-from parallelize import ParallelFunction, parallel
+from parallelize import CallStats, ParallelFunction, parallel
 
 if sys.version_info >= (3, 11):
     from typing import assert_type
@@ -30,6 +30,16 @@ def test_decorated_function_types() -> None:
     assert_type(to_text.func, Callable[[int], str])
     assert_type(to_text.options(ordered=False), ParallelFunction[int, [], str])
     assert to_text.options(backend="serial")([1, 2]) == ["1", "2"]
+
+
+def test_stats_are_typed() -> None:
+    assert_type(scaled.stats, CallStats | None)
+    scaled([1, 2], 2.0)
+    stats = scaled.stats
+    assert stats is not None
+    assert_type(stats.items, int)
+    assert_type(stats.slowest, tuple[tuple[int, float], ...])
+    assert sum(worker.items for worker in stats.per_worker) == 2
 
 
 def test_extra_arguments_keep_their_types() -> None:

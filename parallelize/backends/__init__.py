@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
 if TYPE_CHECKING:  # worker processes import this package: keep it light
     from .._settings import Settings
+    from ._tally import WorkTally
 
 __all__ = ["Executor", "Failed", "Job", "Outcome", "create_executor", "make_item_call"]
 
@@ -48,6 +49,10 @@ class Executor(Protocol):
     """Runs the chunks of one call at a time; its workers may outlive the call."""
 
     workers: int
+
+    @property
+    def tally(self) -> WorkTally:
+        """What the workers of the current (or last) call did; new at each `start`."""
 
     def start(self, job: Job, total: int | None) -> None:
         """Get ready to run `job` over `total` items (None: unknown); start workers."""

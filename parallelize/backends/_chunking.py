@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 __all__ = ["CLUSTER_CHUNK_SECONDS", "CHUNK_SECONDS", "ChunkSizer"]
+
+_log = logging.getLogger("parallelize")
 
 # A chunk aims to keep a worker busy this long: long enough that the per-message
 # cost (~0.1 ms) is lost in it, short enough that the progress bar moves smoothly
@@ -54,7 +57,15 @@ class ChunkSizer:
         )
         if self.fixed is None:
             wanted = self.chunk_seconds / max(self.item_seconds, 1e-9)
-            self.size = max(1, min(int(wanted), self.cap, self.size * CHUNK_GROWTH))
+            size = max(1, min(int(wanted), self.cap, self.size * CHUNK_GROWTH))
+            if size != self.size:
+                _log.debug(
+                    "chunk size %d -> %d: items take %.3g ms",
+                    self.size,
+                    size,
+                    self.item_seconds * 1000,
+                )
+            self.size = size
 
     def runs_within(self, count: int, seconds: float) -> bool:
         """Whether a chunk of `count` items is known to run within `seconds`."""

@@ -8,18 +8,21 @@ had not reported.
 
 from __future__ import annotations
 
-import signal
+import logging
 import time
 
 from .._errors import TaskTimeoutError, WorkerLostError
 from . import Failed
+from ._crash_reports import FATAL_SIGNALS
 from ._process_dispatch import Dispatcher
-from ._process_lifecycle import WorkerPool
+from ._process_lifecycle import WorkerPool, exit_text
 from ._process_protocol import CHUNK_SEQ, RUNNING_OFFSET, SENDING, STARTED_AT, slot_base
 from ._process_receiving import Receiver
 from ._process_state import Call, Chunk, Worker
 
 __all__ = ["Blame"]
+
+_log = logging.getLogger("parallelize")
 
 # Workers that die this many times in a row (per worker slot) without a single
 # result in between cannot start at all (say, spawn cannot import the main module):
@@ -49,6 +52,12 @@ class Blame:
             self.receiver.receive(worker)  # what it said before it died counts
         self.pool.reap(worker)
         exitcode = None if worker.exit_status_lost else worker.process.exitcode
+        crash = ""
+        if exitcode is not None and -exitcode in FATAL_SIGNALS:
+            crash = worker.crash_file.report()
+        how = exit_text(worker)
+        if worker.kill_reason is None:
+            _log.debug("worker %d (pid %d) %s; replacing it", worker.slot, worker.process.pid, how)
         running = worker.in_flight[0] if worker.in_flight else None
         started = running is not None and self._slot(worker, CHUNK_SEQ) == running.seq
         if not started:
@@ -70,10 +79,11 @@ class Blame:
                 if worker.kill_reason is not None:
                     error = worker.kill_reason[1]
                 else:
-                    error = WorkerLostError(_death_message(self.call.name, exitcode))
+                    error = WorkerLostError(_death_message(self.call.name, how, crash))
                 item = running.items[culprit]
                 self.call.outcomes.append(Failed(running.start + culprit, item, error))
                 self.dispatcher.requeue_front(running, [(first, culprit), (culprit + 1, end)])
+        self.call.tally.replaced += 1
         self.pool.spawn(worker.slot)
 
     def _count_fruitless_death(self, worker: Worker, exitcode: int | None) -> None:
@@ -153,6 +163,12 @@ class Blame:
             if worker is None or started is None or now - started[1] <= timeout:
                 continue
             offset, _ = started
+            _log.debug(
+                "worker %d (pid %d) killed: its item ran past timeout=%s s; replacing it",
+                worker.slot,
+                worker.process.pid,
+                timeout,
+            )
             worker.kill_reason = (
                 offset,
                 TaskTimeoutError(
@@ -163,18 +179,12 @@ class Blame:
             self.pool.kill(worker)
 
 
-def _death_message(name: str, exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            how = f"killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            how = f"killed by signal {-exitcode}"
-    elif exitcode is None:
-        how = "its exit status is unknown: SIGCHLD is ignored in this process"
-    else:
-        how = f"exited with code {exitcode}"
-    return (
+def _death_message(name: str, how: str, crash: str) -> str:
+    message = (
         f"the worker process running {name}() died ({how}) during this item. "
         "Likely causes: a crash in native code (segfault), os._exit() or sys.exit() "
         "outside the item, or the out-of-memory killer; other items were not affected."
     )
+    if crash:
+        message += f"\nIts Python traceback when it crashed (faulthandler):\n{crash}"
+    return message

@@ -4,9 +4,11 @@
   (`killpg`) also ends every process its items started, however deep.
 - The signal settings of a plain program, not the caller's or ours: SIGINT raises
   `KeyboardInterrupt` (a terminal's Ctrl-C reaches the caller's group only, and the
-  caller ends the workers), and SIGCHLD is handled, so the items' own children can
-  be waited for even if the caller ignores SIGCHLD. Processes the items start
-  inherit these, not an ignored SIGINT.
+  caller ends the workers), SIGTERM ends the process (a forked worker would otherwise
+  run the caller's handler: Ray's driver, for one, installs one that exits), and
+  SIGCHLD is handled, so the items' own children can be waited for even if the
+  caller ignores SIGCHLD. Processes the items start inherit these, not an ignored
+  SIGINT.
 - Its end when the caller dies, idle or busy, whatever the start method. The caller
   holds the only write end of a "lifeline" pipe to each worker and never writes to
   it: the pipe turns readable only when the caller is gone. On Linux the kernel then
@@ -41,6 +43,7 @@ def detach_from_caller(lifeline: Any) -> None:
     # The caller holds SIGINT back while it starts a worker; the mask is inherited.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _end_with_caller(lifeline.fileno())
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._sending import main_is_a_file
+from ._crash_reports import CrashFile
 from ._process_protocol import OPENS_CALLER_FDS, SLOT_FIELDS, STOP, slot_base
 from ._process_state import Worker, WorkerState
 from ._process_worker import worker_main
@@ -33,7 +35,9 @@ from ._slots import shared_doubles
 from ._thread_limits import prepare_fork
 from ._wire import MESSAGE_OVERHEAD_BYTES, capacity, send, widen
 
-__all__ = ["STOP_SECONDS", "UNKNOWN_EXIT_CODE", "WorkerPool", "uninterrupted"]
+__all__ = ["STOP_SECONDS", "UNKNOWN_EXIT_CODE", "WorkerPool", "exit_text", "uninterrupted"]
+
+_log = logging.getLogger("parallelize")
 
 # Workers told to stop get this long to exit before they are killed.
 STOP_SECONDS = 1.0
@@ -82,12 +86,13 @@ class WorkerPool:
             close_fds = [tasks_in.fileno(), results_out.fileno(), lifeline_in.fileno()]
             for other in self.live():
                 close_fds += [other.tasks.fileno(), other.results.fileno()]
-                close_fds.append(other.lifeline.fileno())
+                close_fds += [other.lifeline.fileno(), other.crash_file.fd]
         # A worker forked now inherits the call's job; one spawned gets the segment.
         job = self.job
         inherited = job.inherited() if job is not None and method == "fork" else None
         passed = job.passed() if job is not None and method != "fork" else None
         handoff = Handoff(os.getpid(), lifeline_in.fileno(), inherited, passed)
+        crash_file = CrashFile()
         self.slots[slot_base(slot) + OPENS_CALLER_FDS] = 0.0  # until the new one looks
         process = self.context.Process(
             target=worker_main,
@@ -102,6 +107,7 @@ class WorkerPool:
                 lifeline_out,
                 self.thread_limits,
                 handoff,
+                crash_file,
             ),
             name=f"parallelize-worker-{slot}",
             daemon=True,
@@ -121,9 +127,11 @@ class WorkerPool:
         if inherited is not None:
             worker.job_id = inherited[0]  # it needs no `LoadJob`
         worker.lifeline = lifeline_in
+        worker.crash_file = crash_file
         worker.exit_fd, worker.owns_exit_fd = _exit_watch(process)
         worker.task_pipe_bytes = capacity(tasks_in)
         self.by_slot[slot] = worker
+        _log.debug("worker %d started: pid %d (%s)", slot, process.pid, method)
 
     def opens_caller_fds(self, worker: Worker) -> bool:
         """Whether `worker` found at its start that it can open our descriptors."""
@@ -179,7 +187,10 @@ class WorkerPool:
                 return
             self.kill(worker)  # also after a clean exit: its items' children end with it
             self.reap(worker)
-            for end in (worker.tasks, worker.results, worker.lifeline):
+            _log.debug(
+                "worker %d ended: pid %d, %s", worker.slot, worker.process.pid, exit_text(worker)
+            )
+            for end in (worker.tasks, worker.results, worker.lifeline, worker.crash_file):
                 end.close()
             if worker.owns_exit_fd:
                 os.close(worker.exit_fd)
@@ -189,8 +200,9 @@ class WorkerPool:
             if self.by_slot[worker.slot] is worker:
                 self.by_slot[worker.slot] = None
 
-    def replace(self, worker: Worker) -> None:
+    def replace(self, worker: Worker, why: str) -> None:
         """Stop `worker` (idle) and start a new one in its slot."""
+        _log.debug("worker %d (pid %d) replaced: %s", worker.slot, worker.process.pid, why)
         with uninterrupted():
             self._tell_to_stop(worker)
             _wait_for_exits([worker], time.monotonic() + STOP_SECONDS)
@@ -238,6 +250,21 @@ def uninterrupted() -> Iterator[None]:
 
 # What multiprocessing's fork server reports when it has no status: ours for the same.
 UNKNOWN_EXIT_CODE = 255
+
+
+def exit_text(worker: Worker) -> str:
+    """How `worker`'s process ended, in words: `exited with code 0`, `killed by SIGSEGV`."""
+    if worker.exit_status_lost:
+        return "its exit status is unknown: SIGCHLD is ignored in this process"
+    exitcode = worker.process.exitcode
+    if exitcode is None:
+        return "still running"
+    if exitcode >= 0:
+        return f"exited with code {exitcode}"
+    try:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    except ValueError:
+        return f"killed by signal {-exitcode}"
 
 
 def _exit_watch(process: Any) -> tuple[int, bool]:

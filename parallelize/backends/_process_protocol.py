@@ -109,7 +109,8 @@ class Results(NamedTuple):
     """Items `offset .. offset + result_count` of chunk `seq` gave results; if `failed`,
     the item after them failed. The values and the failure are pickled apart, as the
     message's buffers, so the parent can read this even when they cannot be rebuilt.
-    `elapsed` (seconds since the chunk began) is set on the chunk's last message only.
+    `elapsed` (seconds since the chunk began) is set on the chunk's last message only,
+    with `slow`: `(offset, seconds)` of the chunk's items that ran over 1 ms.
     """
 
     seq: int
@@ -117,6 +118,7 @@ class Results(NamedTuple):
     result_count: int
     failed: bool
     elapsed: float | None
+    slow: tuple[tuple[int, float], ...]
 
 
 class ChunkUnreadable(NamedTuple):

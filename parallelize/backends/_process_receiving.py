@@ -75,7 +75,11 @@ class Receiver:
                 self.call.outcomes.append((chunk.start + offset, values))
             if failure is not None:
                 self.call.outcomes.append(_failed(chunk, offset + count, failure))
+        tally = self.call.tally
+        tally.ran(worker.process.pid, count + message.failed, message.elapsed or 0.0)
         if message.elapsed is not None:
+            for item, seconds in message.slow:
+                tally.slow(chunk.start + item, seconds)
             worker.finished_chunk()
             self.sizer.record(len(chunk.items), message.elapsed)
             self._retire_if_spent(worker)
@@ -96,7 +100,8 @@ class Receiver:
         """Replace a worker that ran `max_tasks_per_worker` items, once it is idle."""
         if self.max_tasks is None or worker.in_flight or worker.items_sent < self.max_tasks:
             return
-        self.pool.replace(worker)
+        self.call.tally.replaced += 1
+        self.pool.replace(worker, f"it ran max_tasks_per_worker={self.max_tasks} items")
 
 
 def _failed(chunk: Chunk, offset: int, error: ErrorPayload) -> Failed:

@@ -22,6 +22,7 @@ import enum
 from typing import Any
 
 from . import Outcome
+from ._tally import WorkTally
 
 __all__ = ["Call", "Chunk", "Worker", "WorkerState"]
 
@@ -81,6 +82,7 @@ class Worker:
         self.exit_status_lost = False  # reaped by the system: SIGCHLD is ignored
         self.task_pipe_bytes = 0  # what its task pipe holds before a write blocks
         self.lifeline: Any = None  # the write end only we hold: closed, it ends the worker
+        self.crash_file: Any = None  # where its faulthandler writes (`_crash_reports`)
 
     @property
     def takes_work(self) -> bool:
@@ -131,3 +133,4 @@ class Call:
         self.timeout: float | None = None
         self.outcomes: list[Outcome] = []  # ready for the runner's next `collect`
         self.fruitless_deaths = 0  # workers that died in a row before any result
+        self.tally = WorkTally()  # what the workers did, for `f.stats`

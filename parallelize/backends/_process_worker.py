@@ -16,6 +16,7 @@ from typing import Any
 
 from .._context import mark_worker_process
 from .._sending import dumps, loads
+from ._crash_reports import CrashFile, report_crashes_to
 from ._crossing import error_payload, result_errors, unsendable
 from ._items import run_items
 from ._process_detach import detach_from_caller
@@ -41,7 +42,13 @@ from ._thread_limits import apply_in_worker
 from ._wire import receive
 from ._wire import send as send_message
 
-__all__ = ["worker_main"]
+__all__ = ["TIMED_CHUNK_ITEMS", "worker_main"]
+
+# Chunks of at most this many items have each item timed for `f.stats.slowest`
+# whatever their items take: timing costs ~0.2 us an item, ~10 us here, about what
+# the chunk's own message costs. Larger chunks of items under 50 us (untracked) are
+# not timed item by item: W1's items take 0.05 us, and timing them would cost 4x.
+TIMED_CHUNK_ITEMS = 64
 
 # Python 3.13 (gh-83856) made fork and forkserver children run the exit handlers
 # registered in them, after dropping the inherited ones; before it they ran none.
@@ -60,13 +67,15 @@ def worker_main(
     lifeline: Any,
     thread_limits: dict[str, str],
     handoff: Handoff,
+    crash_file: CrashFile,
 ) -> None:
     """Run chunks from `tasks` until told to stop or the parent is gone.
 
     `lifeline` is the read end of a pipe only the caller writes to, and never does:
     it turns readable when the caller dies (`_process_detach`); `thread_limits` are
     the numeric libraries' thread limits (`_thread_limits`); `handoff` brings the job
-    of the call under way, or what it takes to find it (`_shared_args`). A worker that ends on
+    of the call under way, or what it takes to find it (`_shared_args`); `crash_file`
+    gets its Python traceback if it dies of a fatal signal. A worker that ends on
     its own runs the exit handlers registered in it (by the initializer, by items, by
     modules they imported) and never those it inherited from the caller, on every
     Python and start method.
@@ -77,6 +86,7 @@ def worker_main(
                 os.close(fd)
         close_inherited_segments()  # under fork: those of calls under way
         detach_from_caller(lifeline)
+        report_crashes_to(crash_file)
         apply_in_worker(thread_limits)  # before the initializer and the job load anything
         mark_worker_process()
         base = slot_base(slot)
@@ -137,7 +147,13 @@ def worker_main(
                 send(ChunkUnreadable(seq, error_payload(exc)))
                 continue
             tracker = _tracker(slots, base, timed) if message.tracked else None
-            run_items(call, items, _reporter(send, slots, base, seq, timed), tracker)
+            # Items are timed one by one where that costs little beside them: in
+            # chunks of slow items (tracked ones) and in small chunks.
+            slow: list[tuple[int, float]] | None = None
+            if message.tracked or len(items) <= TIMED_CHUNK_ITEMS:
+                slow = []
+            report = _reporter(send, slots, base, seq, timed, slow)
+            run_items(call, items, report, tracker, slow=slow)
 
 
 @contextlib.contextmanager
@@ -172,8 +188,11 @@ def _exit_quickly() -> None:
     os._exit(0)
 
 
-def _reporter(send: Any, slots: Any, base: int, seq: int, timed: bool) -> Any:
-    """The `report` callback of one chunk: sends runs of results and failures.
+def _reporter(
+    send: Any, slots: Any, base: int, seq: int, timed: bool, slow: list[tuple[int, float]] | None
+) -> Any:
+    """The `report` callback of one chunk: sends runs of results and failures, and
+    with the last of them the chunk's slow items (`slow`, filled by `run_items`).
 
     Under a timeout the slot says SENDING while it pickles and sends, and keeps the
     start time of the last item run: sending counts towards that item's deadline.
@@ -186,41 +205,47 @@ def _reporter(send: Any, slots: Any, base: int, seq: int, timed: bool) -> Any:
         slots[position] = sending  # not running an item: a death blames none of them
         failure = None if error is None else error_payload(error)
         elapsed = None if error is not None else time.perf_counter() - began
-        _send_run(send, seq, offset, values, failure, elapsed)
+        slowest = tuple(slow) if slow and error is None else ()
+        _send_run(send, seq, offset, values, failure, elapsed, slowest)
         slots[position] = -1.0
 
     return report
 
 
+Slow = tuple[tuple[int, float], ...]
+
+
 def _send_run(
-    send: Any, seq: int, offset: int, values: list[Any], failure: Any, elapsed: float | None
+    send: Any,
+    seq: int,
+    offset: int,
+    values: list[Any],
+    failure: Any,
+    elapsed: float | None,
+    slow: Slow = (),
 ) -> None:
-    # Whatever pickling a result raises fails it: `SystemExit` from a `__reduce__` too.
+    """Send a run of results (the values and failure pickled apart, as the message's
+    buffers); if they do not pickle, those that do, failing the others with the
+    reason. Whatever pickling a result raises fails it: `SystemExit` from a
+    `__reduce__` too."""
+
+    def results(start: int, end: int, error: Any, seconds: float | None, slowest: Slow) -> None:
+        buffers: list[Any] = []
+        body = dumps((values[start:end], error), buffers=buffers)
+        count, failed = end - start, error is not None
+        send(Results(seq, offset + start, count, failed, seconds, slowest), [body, *buffers])
+
     try:
-        send(*run_message(seq, offset, values, failure, elapsed))
+        results(0, len(values), failure, elapsed, slow)
+        return
     except BaseException:
-        _report_unsendable(send, seq, offset, values, failure, elapsed)
-
-
-def run_message(
-    seq: int, offset: int, values: list[Any], failure: Any, elapsed: float | None
-) -> tuple[Results, list[Any]]:
-    """A `Results` and its buffers: the values and failure, pickled apart."""
-    buffers: list[Any] = []
-    body = dumps((values, failure), buffers=buffers)
-    return Results(seq, offset, len(values), failure is not None, elapsed), [body, *buffers]
-
-
-def _report_unsendable(
-    send: Any, seq: int, offset: int, values: list[Any], failure: Any, elapsed: float | None
-) -> None:
-    """Send the results that pickle; fail those that do not, naming the reason."""
+        pass
     start = 0
     for bad, exc in result_errors(values):
         error = unsendable(exc, "the result, to be sent back to the parent process,")
-        send(*run_message(seq, offset + start, values[start:bad], error_payload(error), None))
+        results(start, bad, error_payload(error), None, ())
         start = bad + 1
-    send(*run_message(seq, offset + start, values[start:], failure, elapsed))
+    results(start, len(values), failure, elapsed, slow)
 
 
 def _tracker(slots: Any, base: int, timed: bool) -> Any:

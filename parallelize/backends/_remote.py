@@ -8,6 +8,7 @@ reports a task as failed when its worker was lost (or the cluster itself failed)
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 import time
@@ -22,10 +23,13 @@ from . import Failed, Job, Outcome, make_item_call
 from ._chunking import CLUSTER_CHUNK_SECONDS, ChunkSizer
 from ._crossing import error_payload, result_errors, unsendable
 from ._items import run_items
+from ._tally import WorkTally
 
 __all__ = ["ClusterExecutor", "SharedJob", "refuse_process_settings", "run_chunk"]
 
 Message = tuple[int, list[Any], "tuple[BaseException, str] | None"]
+# What a chunk's task returns: its messages, seconds, worker, slow items.
+Ran = tuple[list[Message], float, str, tuple[tuple[int, float], ...]]
 
 # A pickled job (the function and the call's extra arguments) this large is sent to
 # the cluster once per call (`Client.scatter`, `ray.put`) and tasks refer to it;
@@ -86,8 +90,9 @@ def _with_timeout(call: Callable[[Any], Any], timeout: float) -> Callable[[Any],
     return run
 
 
-def run_chunk(job: bytes | SharedJob, items: list[Any]) -> tuple[list[Message], float]:
-    """Runs in a cluster worker: every item of one chunk, as messages and seconds."""
+def run_chunk(job: bytes | SharedJob, items: list[Any]) -> Ran:
+    """Runs in a cluster worker: every item of one chunk, as messages and seconds, and
+    which worker ran them and the slow ones among them (`f.stats`)."""
     call, timeout = loads(job) if isinstance(job, bytes) else job.load()
     if timeout is not None:
         call = _with_timeout(call, timeout)
@@ -104,10 +109,18 @@ def run_chunk(job: bytes | SharedJob, items: list[Any]) -> tuple[list[Message], 
         failure = None if error is None else error_payload(error)
         messages.append((offset + start, values[start:], failure))
 
+    slow: list[tuple[int, float]] = []
     began = time.perf_counter()
     with worker_thread():  # nested parallel calls run serially here
-        run_items(call, items, report)
-    return messages, time.perf_counter() - began
+        run_items(call, items, report, slow=slow)
+    return messages, time.perf_counter() - began, _worker_name(), tuple(slow)
+
+
+def _worker_name() -> str:
+    """This cluster worker process, as `f.stats` tells workers apart: host and pid."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def refuse_process_settings(settings: Settings) -> None:
@@ -137,6 +150,11 @@ class ClusterExecutor:
         self._tasks: dict[Any, tuple[int, list[Any]]] = {}  # future -> (start, items)
         self._unsent: list[Outcome] = []  # items that failed to be pickled
         self._job: Any = b""  # the pickled job, or the cluster's reference to it
+        self._tally = WorkTally()
+
+    @property
+    def tally(self) -> WorkTally:
+        return self._tally
 
     # -- what a cluster provides -------------------------------------------------
 
@@ -175,6 +193,7 @@ class ClusterExecutor:
     # -- the protocol --------------------------------------------------------------
 
     def start(self, job: Job, total: int | None) -> None:
+        self._tally = WorkTally()
         if not self._connected:
             size = self._connect()
             self._connected = True
@@ -240,13 +259,17 @@ class ClusterExecutor:
         for future in self._wait_any(list(self._tasks)):
             start, items = self._tasks.pop(future)
             try:
-                messages, seconds = self._result(future)
+                messages, seconds, worker, slow = self._result(future)
             except Exception as exc:
                 if not self._is_worker_lost(exc):
                     raise
+                self._tally.replaced += 1
                 outcomes += self._lost(start, items, exc)
                 continue
             self._sizer.record(len(items), seconds)
+            self._tally.ran(worker, len(items), seconds)
+            for offset, item_seconds in slow:
+                self._tally.slow(start + offset, item_seconds)
             for offset, values, failure in messages:
                 if values:
                     outcomes.append((start + offset, values))

@@ -93,22 +93,39 @@ def apply_in_worker(limits: Mapping[str, str]) -> None:
         controller = ThreadpoolController()
     for name, value in limits.items():
         api = VARIABLES[name]
-        if api is not None and value.isdigit() and int(value) > 0:
+        if api is None or not value.isdigit() or int(value) < 1:
+            continue
+        if api == "openblas" and value == "1":
+            _one_openblas_thread(controller)
+        else:
             controller.select(internal_api=api).limit(limits=int(value))
-    if limits.get("OPENBLAS_NUM_THREADS") == "1":
-        _end_openblas_threads(controller)
 
 
-def _end_openblas_threads(controller: Any) -> None:
-    """End OpenBLAS's helper threads when it is limited to one thread.
+def _one_openblas_thread(controller: Any) -> None:
+    """Limit each OpenBLAS loaded to one thread, starting none.
 
-    In a forked worker, setting OpenBLAS's thread count starts its pool again, and
-    each new thread spins for ~0.1 s waiting for work that one thread never gives
-    it: on a busy machine that took ~65 ms of CPU from each worker's first item.
-    `blas_thread_shutdown_` is what OpenBLAS itself runs before a fork; a later
-    limit above one starts the pool again.
+    In a forked worker OpenBLAS's pool is down (OpenBLAS ends it before a fork), and
+    setting its thread count starts it again: a thread per CPU, each spinning ~0.1 s
+    for work that one thread never gives it (~65 ms of CPU from each worker's first
+    item on a busy machine), and ~1 ms to start and end. So where the pool is down
+    (`blas_server_avail` is 0) the count is written in place (`blas_cpu_number`,
+    which `openblas_get_num_threads` reads and every routine consults); otherwise it
+    is set, and the helper threads are ended with `blas_thread_shutdown_`, what
+    OpenBLAS runs before a fork. A later limit above one starts the pool again.
     """
+    import ctypes
+
     for library in controller.select(internal_api="openblas").lib_controllers:
-        shutdown = getattr(library.dynlib, "blas_thread_shutdown_", None)
+        dynlib = library.dynlib
+        try:
+            running = ctypes.c_int.in_dll(dynlib, "blas_server_avail").value
+            threads = ctypes.c_int.in_dll(dynlib, "blas_cpu_number")
+        except ValueError:  # a build that does not export them
+            running, threads = 1, None
+        if threads is not None and running == 0:
+            threads.value = 1
+            continue
+        library.set_num_threads(1)
+        shutdown = getattr(dynlib, "blas_thread_shutdown_", None)
         if shutdown is not None:
             shutdown()

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,13 @@ from .._context import worker_thread
 from .._errors import TaskTimeoutError
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
+from ._items import SLOW_ITEM_SECONDS
+from ._tally import WorkTally
 
 __all__ = ["CoroutineExecutor", "create", "default_workers"]
+
+# The backend's one worker, in `f.stats.per_worker`: the event loop.
+LOOP = "event loop"
 
 # Joining the loop's thread at shutdown waits at most this long.
 JOIN_SECONDS = 2.0
@@ -35,15 +41,28 @@ class CoroutineExecutor:
 
     def __init__(self, settings: Settings, *, serial: bool) -> None:
         self.workers = 1 if serial else settings.workers or default_workers()
-        self._outcomes: queue.SimpleQueue[list[Outcome]] = queue.SimpleQueue()
+        # Each finished item: its outcome, its index and how long it ran.
+        self._outcomes: queue.SimpleQueue[tuple[Outcome, int, float]] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._running: set[concurrent.futures.Future[None]] = set()
         self._unreported = 0  # items submitted whose outcome was not collected yet
         self._call: Callable[[Any], Any] | None = None
         self._timeout: float | None = None
+        self._tally = WorkTally()
+        self._busy = _BusyClock()
+
+    @property
+    def tally(self) -> WorkTally:
+        """The loop is the one worker: busy while any of its items runs."""
+        entry = self._tally.per_worker.get(LOOP)
+        if entry is not None:
+            entry[1] = self._busy.seconds
+        return self._tally
 
     def start(self, job: Job, total: int | None) -> None:
+        self._tally = WorkTally()
+        self._busy = _BusyClock()
         self._call = make_item_call(job)
         self._timeout = job.timeout
         if self._loop is None:
@@ -78,13 +97,20 @@ class CoroutineExecutor:
         return self._unreported > 0
 
     def collect(self) -> list[Outcome]:
-        outcomes = self._outcomes.get()
+        outcomes: list[Outcome] = []
+        finished = [self._outcomes.get()]
         while True:
             try:
-                outcomes += self._outcomes.get_nowait()
+                finished.append(self._outcomes.get_nowait())
             except queue.Empty:
-                self._unreported -= len(outcomes)
-                return outcomes
+                break
+        for outcome, index, seconds in finished:
+            outcomes.append(outcome)
+            self._tally.ran(LOOP, 1, 0.0)
+            if seconds > SLOW_ITEM_SECONDS:
+                self._tally.slow(index, seconds)
+        self._unreported -= len(outcomes)
+        return outcomes
 
     def finish(self, *, cancel: bool) -> None:
         running = list(self._running)
@@ -118,12 +144,15 @@ class CoroutineExecutor:
         call = self._call
         assert call is not None
         outcome: Outcome
+        began = self._busy.item_started()
         run = _ItemRun(call, item)
         try:
             done, _ = await asyncio.wait({run.task}, timeout=self._timeout)
         except asyncio.CancelledError:  # the call was cancelled: so is its item
             run.stop()
+            self._busy.item_ended()
             raise
+        seconds = self._busy.item_ended() - began
         if done:
             ok, value = run.task.result()
             outcome = (index, [value]) if ok else Failed(index, item, value)
@@ -131,7 +160,30 @@ class CoroutineExecutor:
             run.stop()
             message = f"item ran longer than timeout={self._timeout} s; it was cancelled"
             outcome = Failed(index, item, TaskTimeoutError(message))
-        self._outcomes.put([outcome])
+        self._outcomes.put((outcome, index, seconds))
+
+
+class _BusyClock:
+    """On the loop's thread: the time during which at least one item ran."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.since = 0.0
+        self.seconds = 0.0
+
+    def item_started(self) -> float:
+        now = time.perf_counter()
+        if not self.running:
+            self.since = now
+        self.running += 1
+        return now
+
+    def item_ended(self) -> float:
+        now = time.perf_counter()
+        self.running -= 1
+        if not self.running:
+            self.seconds += now - self.since
+        return now
 
 
 class _ItemRun:

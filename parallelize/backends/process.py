@@ -22,6 +22,7 @@ shared slot, which item it was running when it died or overran its timeout.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import select
 import sys
@@ -42,9 +43,12 @@ from ._process_receiving import Receiver
 from ._process_state import Call, Worker, WorkerState
 from ._segment import CAN_SHARE
 from ._shared_args import CallJob
+from ._tally import WorkTally
 from ._thread_limits import worker_limits
 
 __all__ = ["ProcessExecutor", "create"]
+
+_log = logging.getLogger("parallelize")
 
 # A chunk that took longer than this to draw marks the input as slow: results that
 # workers have sent are then read before the next chunk is drawn. A fast input is
@@ -92,8 +96,13 @@ class ProcessExecutor:
 
     # -- the runner's side -------------------------------------------------------
 
+    @property
+    def tally(self) -> WorkTally:
+        return self._call.tally
+
     def start(self, job: Job, total: int | None) -> None:
         call = self._call
+        call.tally = WorkTally()
         call.job_id += 1
         call.name = getattr(job.func, "__name__", "function")
         call.timeout = job.timeout
@@ -240,6 +249,11 @@ class ProcessExecutor:
         if cancel:
             for worker in self._pool.live():
                 if worker.in_flight or worker.holds_half_a_message:
+                    _log.debug(
+                        "worker %d (pid %d) killed: the call stopped with work in it",
+                        worker.slot,
+                        worker.process.pid,
+                    )
                     self._pool.discard(worker)
         self._dispatcher.queue.clear()
         self._call.outcomes = []

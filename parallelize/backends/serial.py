@@ -19,8 +19,12 @@ from .._errors import TaskTimeoutError
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
 from ._items import ON_CALLER_THREAD, run_items
+from ._tally import WorkTally
 
 __all__ = ["SerialExecutor", "create"]
+
+# The serial backend's one worker, in `f.stats.per_worker`: the calling thread.
+CALLER = "caller"
 
 
 def timed(call: Callable[[Any], Any], timeout: float) -> Callable[[Any], Any]:
@@ -51,8 +55,14 @@ class SerialExecutor:
         self._call: Callable[[Any], Any] = _not_started
         self._initializer = settings.initializer
         self._initargs = settings.initargs
+        self._tally = WorkTally()
+
+    @property
+    def tally(self) -> WorkTally:
+        return self._tally
 
     def start(self, job: Job, total: int | None) -> None:
+        self._tally = WorkTally()
         if self._initializer is not None:  # the caller's thread is the one worker
             initializer, self._initializer = self._initializer, None
             initializer(*self._initargs)
@@ -82,7 +92,14 @@ class SerialExecutor:
                 index = offset + len(values)
                 outcomes.append(Failed(start + index, items[index], error))
 
-        run_items(self._call, items, report, passthrough=ON_CALLER_THREAD)
+        slow: list[tuple[int, float]] = []
+        began = time.perf_counter()
+        try:
+            run_items(self._call, items, report, passthrough=ON_CALLER_THREAD, slow=slow)
+        finally:  # the caller's thread is the one worker
+            self._tally.ran(CALLER, len(items), time.perf_counter() - began)
+            for offset, seconds in slow:
+                self._tally.slow(start + offset, seconds)
         return outcomes
 
     def finish(self, *, cancel: bool) -> None:

@@ -21,8 +21,14 @@ from .._errors import TaskTimeoutError
 from .._settings import Settings
 from . import Failed, Job, Outcome, make_item_call
 from ._items import run_items
+from ._tally import WorkTally
 
 __all__ = ["ThreadExecutor", "create", "default_workers"]
+
+# What a thread did with one chunk (its id, items, seconds, slow items), and what it
+# puts on the outcomes queue: (call generation, outcomes, chunk done, work).
+_Work = tuple[int, int, float, tuple[tuple[int, float], ...]]
+_Message = tuple[int, list["Outcome"], bool, "_Work | None"]
 
 # A stopped pool waits this long for threads still inside an item; past it they are
 # left to finish alone (daemon threads), so Ctrl-C and errors return promptly.
@@ -57,7 +63,7 @@ class ThreadExecutor:
         self.workers = settings.workers or default_workers()
         self._chunk_size = settings.chunksize or 1
         self._tasks: queue.SimpleQueue[tuple[int, int, list[Any]] | None] = queue.SimpleQueue()
-        self._outcomes: queue.SimpleQueue[tuple[int, list[Outcome], bool]] = queue.SimpleQueue()
+        self._outcomes: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self._threads: list[_Worker] = []
         self._generation = 0
         self._unfinished = 0
@@ -68,10 +74,16 @@ class ThreadExecutor:
         self._initializer = settings.initializer
         self._initargs = settings.initargs
         self._init_error: BaseException | None = None
+        self._tally = WorkTally()
 
     # -- the runner's side -------------------------------------------------------
 
+    @property
+    def tally(self) -> WorkTally:
+        return self._tally
+
     def start(self, job: Job, total: int | None) -> None:
+        self._tally = WorkTally()
         self._generation += 1
         self._call = make_item_call(job)
         self._timeout = job.timeout
@@ -143,7 +155,7 @@ class ThreadExecutor:
                 self._initializer(*self._initargs)
             except BaseException as exc:
                 self._init_error = exc
-                self._outcomes.put((self._generation, [], False))  # wakes collect()
+                self._outcomes.put((self._generation, [], False, None))  # wakes collect()
                 return
         while not worker.abandoned:  # abandoned: it overran a timeout, and was replaced
             task = self._tasks.get()
@@ -157,26 +169,32 @@ class ThreadExecutor:
     def _run_chunk(self, worker: _Worker, generation: int, start: int, items: list[Any]) -> None:
         call = self._call
         assert call is not None
+        began = time.perf_counter()
+        slow: list[tuple[int, float]] = []
 
         def report(offset: int, values: list[Any], error: BaseException | None) -> None:
             outcomes: list[Outcome] = [(start + offset, values)] if values else []
+            work: _Work | None = None
             if error is not None:
                 index = offset + len(values)
                 outcomes.append(Failed(start + index, items[index], error))
+            else:  # the chunk's last report
+                slowest = tuple((start + item, seconds) for item, seconds in slow)
+                work = (id(worker), len(items), time.perf_counter() - began, slowest)
             with worker.lock:
                 if worker.abandoned:
                     return
                 if error is None:
                     worker.current = None
                 worker.unreported = offset + len(values) + 1
-                self._outcomes.put((generation, outcomes, error is None))
+                self._outcomes.put((generation, outcomes, error is None, work))
 
         def track(offset: int) -> None:
             worker.current = (generation, start, items, offset, time.monotonic())
 
         worker.unreported = 0
         with worker_thread():
-            run_items(call, items, report, track if self._timeout is not None else None)
+            run_items(call, items, report, track if self._timeout is not None else None, slow=slow)
 
     # -- timeouts ----------------------------------------------------------------
 
@@ -212,6 +230,7 @@ class ThreadExecutor:
                     continue
                 worker.abandoned = True
             self._threads.remove(worker)
+            self._tally.replaced += 1
             self._add_thread()
             error = TaskTimeoutError(
                 f"item ran longer than timeout={self._timeout} s; its thread was abandoned"
@@ -228,21 +247,26 @@ class ThreadExecutor:
 
     # -- outcomes ----------------------------------------------------------------
 
-    def _next_message(self) -> tuple[int, list[Outcome], bool] | None:
+    def _next_message(self) -> _Message | None:
         try:
             return self._outcomes.get_nowait()
         except queue.Empty:
             return None
 
-    def _accept(self, message: tuple[int, list[Outcome], bool], outcomes: list[Outcome]) -> bool:
+    def _accept(self, message: _Message, outcomes: list[Outcome]) -> bool:
         """Add a thread's outcomes of this call to `outcomes`; whether its chunk is done."""
         if self._init_error is not None:
             error, self._init_error = self._init_error, None
             raise error
-        generation, more, finished = message
+        generation, more, finished, work = message
         if generation != self._generation:
             return False  # from a cancelled call of a kept-alive pool
         outcomes.extend(more)
+        if work is not None:
+            thread, count, seconds, slowest = work
+            self._tally.ran(thread, count, seconds)
+            for index, item_seconds in slowest:
+                self._tally.slow(index, item_seconds)
         if finished:
             self._unfinished -= 1
         return finished
