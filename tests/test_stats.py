@@ -79,7 +79,7 @@ def test_the_slowest_items_are_named_slowest_first(any_settings: dict[str, Any])
 
 def test_at_most_five_slowest_items_all_over_a_millisecond(settings: dict[str, Any]) -> None:
     f = parallel(**settings)(time.sleep)
-    f([0.002 * k for k in range(10)])  # items 1 to 9 sleep 2 to 18 ms
+    f([0.02 * k for k in range(10)])  # items 1 to 9 sleep 20 to 180 ms
     stats = f.stats
     assert stats is not None
     assert [index for index, _ in stats.slowest] == [9, 8, 7, 6, 5]
